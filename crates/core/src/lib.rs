@@ -1,0 +1,23 @@
+//! The heart of Oxcast: live streams, their outputs and their lifecycle.
+//!
+//! This crate owns the domain model ([`LiveStream`], [`Output`]), the rules a field must obey
+//! ([`rules`]), the durable SQLite [`Store`], and the [`Registry`] that applies every change to the
+//! store before acknowledging it and drives each stream's idle/active state machine (manual
+//! activation, publish hooks for the RTMP ingest, idle timeout, max runtime).
+//!
+//! It is not an HTTP layer (that is `oxcast-api`) and does no media work: outputs are started and
+//! stopped through the [`OutputRunner`] trait, which the server implements with the output crates.
+
+pub mod clock;
+pub mod ids;
+pub mod model;
+pub mod registry;
+pub mod rules;
+pub mod store;
+
+pub use ids::{OutputId, StreamId, StreamKey};
+pub use model::{
+    IdleReason, LiveStream, NewOutput, NewStream, Output, OutputKind, OutputPatch, Status, StreamPatch,
+};
+pub use registry::{OutputRunner, PublishRefused, Publisher, Registry, RegistryError};
+pub use store::{Store, StoreError};

@@ -1,0 +1,457 @@
+//! The durable store: SQLite in WAL mode at `<storage.dir>/oxcast.db`.
+//!
+//! Every write is its own committed transaction with `synchronous=FULL`, so once a method returns
+//! the change survives a killed process or a power cut. Calls run on tokio's blocking pool so an
+//! fsync never stalls the async workers that carry media.
+
+mod schema;
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::ids::{OutputId, StreamId, StreamKey};
+use crate::model::{LiveStream, Output, OutputKind, SimulcastTarget, Status};
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage directory {path}: {source}")]
+    Dir { path: PathBuf, source: std::io::Error },
+    #[error("storage directory {0} is in use by another Oxcast process")]
+    InUse(PathBuf),
+    #[error("database {path}: {source}")]
+    Open { path: PathBuf, source: rusqlite::Error },
+    #[error("database schema version {found} is newer than this Oxcast understands ({known})")]
+    NewerSchema { found: i64, known: usize },
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("database holds an invalid row: {0}")]
+    Corrupt(String),
+    #[error("the store is closed")]
+    Closed,
+}
+
+/// A handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Mutex<Option<Connection>>,
+    // Held for the store's lifetime: an advisory lock that keeps a second server off this directory.
+    _lock: File,
+}
+
+impl Store {
+    /// File name of the database inside the storage directory.
+    pub const DB_FILE: &'static str = "oxcast.db";
+
+    /// Opens (creating if needed) the store in `dir`, migrates the schema, and marks every stream
+    /// idle: no session survives a restart.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let dir_err = |source| StoreError::Dir {
+            path: dir.to_owned(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(dir_err)?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("oxcast.lock"))
+            .map_err(dir_err)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(StoreError::InUse(dir.to_owned())),
+            Err(std::fs::TryLockError::Error(e)) => return Err(dir_err(e)),
+        }
+        let path = dir.join(Self::DB_FILE);
+        let open_err = |source| StoreError::Open {
+            path: path.clone(),
+            source,
+        };
+        let mut db = Connection::open(&path).map_err(open_err)?;
+        db.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
+        db.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
+        db.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
+        migrate(&mut db)?;
+        db.execute("UPDATE live_streams SET status = 'idle', activated_at = NULL", [])?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db: Mutex::new(Some(db)),
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// Runs `f` on the connection, on the blocking pool.
+    async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = inner.lock();
+            let db = guard.as_mut().ok_or(StoreError::Closed)?;
+            f(db)
+        })
+        .await
+        .unwrap_or_else(|join| Err(StoreError::Corrupt(format!("store task failed: {join}"))))
+    }
+
+    /// Succeeds while the database answers queries.
+    pub async fn check(&self) -> Result<(), StoreError> {
+        self.with(|db| Ok(db.query_row("SELECT count(*) FROM live_streams", [], |_| Ok(()))?))
+            .await
+    }
+
+    /// Closes the database (checkpointing the WAL). Later calls fail with [`StoreError::Closed`].
+    pub fn close(&self) -> Result<(), StoreError> {
+        match self.inner.lock().take() {
+            Some(db) => db.close().map_err(|(_, e)| StoreError::Sqlite(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Stores a new stream with its outputs.
+    pub async fn insert_stream(&self, stream: LiveStream) -> Result<(), StoreError> {
+        self.with(move |db| {
+            let tx = db.transaction()?;
+            tx.execute(
+                "INSERT INTO live_streams (id, name, stream_key, idle_timeout_sec, max_runtime_sec,
+                                           status, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    stream.id.as_str(),
+                    stream.name,
+                    stream.stream_key.as_str(),
+                    stream.idle_timeout_sec,
+                    stream.max_runtime_sec,
+                    stream.status.as_str(),
+                    stream.created_at,
+                    stream.updated_at
+                ],
+            )?;
+            for output in &stream.outputs {
+                insert_output(&tx, &stream.id, output)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Every stream, oldest first.
+    pub async fn list_streams(&self) -> Result<Vec<LiveStream>, StoreError> {
+        self.with(|db| {
+            let mut streams = db
+                .prepare_cached(&format!("{SELECT_STREAM} ORDER BY created_at, rowid"))?
+                .query_map([], stream_from_row)?
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut outputs = db.prepare_cached(&format!("{SELECT_OUTPUT} ORDER BY rowid"))?;
+            let mut rows = outputs.query([])?;
+            let index: std::collections::HashMap<String, usize> = streams
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.id.as_str().to_owned(), i))
+                .collect();
+            while let Some(row) = rows.next()? {
+                let stream_id: String = row.get(0)?;
+                let output = output_from_row(row)?;
+                if let Some(stream) = index.get(&stream_id).and_then(|i| streams.get_mut(*i)) {
+                    stream.outputs.push(output);
+                }
+            }
+            Ok(streams)
+        })
+        .await
+    }
+
+    /// One stream with its outputs.
+    pub async fn get_stream(&self, id: &StreamId) -> Result<Option<LiveStream>, StoreError> {
+        let id = id.clone();
+        self.with(move |db| get_stream(db, &id)).await
+    }
+
+    /// Every stream's id and key, for matching a publisher's key.
+    pub async fn stream_keys(&self) -> Result<Vec<(StreamId, StreamKey)>, StoreError> {
+        self.with(|db| {
+            let mut stmt = db.prepare_cached("SELECT id, stream_key FROM live_streams")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            let mut keys = Vec::new();
+            for row in rows {
+                let (id, key) = row?;
+                keys.push((parse_id(&id, StreamId::parse)?, StreamKey::from_stored(key)));
+            }
+            Ok(keys)
+        })
+        .await
+    }
+
+    /// Writes a stream's changeable fields (name, timeouts, updated_at).
+    pub async fn update_stream(&self, stream: &LiveStream) -> Result<(), StoreError> {
+        let (id, name, idle, max, updated) = (
+            stream.id.clone(),
+            stream.name.clone(),
+            stream.idle_timeout_sec,
+            stream.max_runtime_sec,
+            stream.updated_at,
+        );
+        self.with(move |db| {
+            db.execute(
+                "UPDATE live_streams SET name = ?2, idle_timeout_sec = ?3, max_runtime_sec = ?4,
+                                         updated_at = ?5
+                 WHERE id = ?1",
+                params![id.as_str(), name, idle, max, updated],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records a lifecycle transition. `activated_at` is epoch ms, `None` when idle.
+    pub async fn set_status(
+        &self,
+        id: &StreamId,
+        status: Status,
+        activated_at: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let id = id.clone();
+        self.with(move |db| {
+            db.execute(
+                "UPDATE live_streams SET status = ?2, activated_at = ?3 WHERE id = ?1",
+                params![id.as_str(), status.as_str(), activated_at],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Deletes a stream and its outputs; false when there was none.
+    pub async fn delete_stream(&self, id: &StreamId) -> Result<bool, StoreError> {
+        let id = id.clone();
+        self.with(move |db| Ok(db.execute("DELETE FROM live_streams WHERE id = ?1", [id.as_str()])? > 0))
+            .await
+    }
+
+    /// Adds an output to a stream.
+    pub async fn insert_output(&self, stream_id: &StreamId, output: Output) -> Result<(), StoreError> {
+        let stream_id = stream_id.clone();
+        self.with(move |db| insert_output(db, &stream_id, &output)).await
+    }
+
+    /// Writes an output's changeable fields.
+    pub async fn update_output(&self, output: Output) -> Result<(), StoreError> {
+        self.with(move |db| {
+            let cols = OutputColumns::of(&output.kind);
+            db.execute(
+                "UPDATE outputs SET name = ?2, uri = ?3, stream_key = ?4, vendor = ?5, public_id = ?6,
+                                    updated_at = ?7
+                 WHERE id = ?1",
+                params![
+                    output.id.as_str(),
+                    output.name,
+                    cols.uri,
+                    cols.stream_key,
+                    cols.vendor,
+                    cols.public_id,
+                    output.updated_at
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Deletes one output of a stream; false when there was none.
+    pub async fn delete_output(&self, stream_id: &StreamId, id: &OutputId) -> Result<bool, StoreError> {
+        let (stream_id, id) = (stream_id.clone(), id.clone());
+        self.with(move |db| {
+            Ok(db.execute(
+                "DELETE FROM outputs WHERE id = ?1 AND stream_id = ?2",
+                [id.as_str(), stream_id.as_str()],
+            )? > 0)
+        })
+        .await
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, Option<Connection>> {
+        // A panic while holding the lock cannot leave SQLite half-written (transactions roll back),
+        // so a poisoned lock is still safe to use.
+        self.db.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn migrate(db: &mut Connection) -> Result<(), StoreError> {
+    let applied: i64 = db.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let known = schema::MIGRATIONS.len();
+    let start =
+        usize::try_from(applied).map_err(|_| StoreError::Corrupt(format!("user_version {applied}")))?;
+    if start > known {
+        return Err(StoreError::NewerSchema {
+            found: applied,
+            known,
+        });
+    }
+    for (version, sql) in (1_i64..).zip(schema::MIGRATIONS).skip(start) {
+        let tx = db.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", version)?;
+        tx.commit()?;
+        tracing::info!(version, "database schema migrated");
+    }
+    Ok(())
+}
+
+const SELECT_STREAM: &str = "SELECT id, name, stream_key, status, idle_timeout_sec, max_runtime_sec,
+                                    created_at, updated_at
+                             FROM live_streams";
+const SELECT_OUTPUT: &str = "SELECT stream_id, id, type, name, uri, stream_key, vendor, public_id,
+                                    created_at, updated_at
+                             FROM outputs";
+
+fn get_stream(db: &Connection, id: &StreamId) -> Result<Option<LiveStream>, StoreError> {
+    let Some(stream) = db
+        .prepare_cached(&format!("{SELECT_STREAM} WHERE id = ?1"))?
+        .query_row([id.as_str()], stream_from_row)
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let mut stream = stream?;
+    let mut stmt = db.prepare_cached(&format!("{SELECT_OUTPUT} WHERE stream_id = ?1 ORDER BY rowid"))?;
+    let mut rows = stmt.query([id.as_str()])?;
+    while let Some(row) = rows.next()? {
+        stream.outputs.push(output_from_row(row)?);
+    }
+    Ok(Some(stream))
+}
+
+// The outer Result is SQLite's, the inner one is "the row does not make a valid stream".
+fn stream_from_row(row: &Row<'_>) -> rusqlite::Result<Result<LiveStream, StoreError>> {
+    let id: String = row.get(0)?;
+    let status: String = row.get(3)?;
+    let fields = (
+        row.get::<_, Option<String>>(1)?,
+        row.get::<_, String>(2)?,
+        row.get::<_, u32>(4)?,
+        row.get::<_, u32>(5)?,
+        row.get::<_, i64>(6)?,
+        row.get::<_, i64>(7)?,
+    );
+    Ok((|| {
+        let (name, key, idle_timeout_sec, max_runtime_sec, created_at, updated_at) = fields;
+        Ok(LiveStream {
+            id: parse_id(&id, StreamId::parse)?,
+            name,
+            stream_key: StreamKey::from_stored(key),
+            status: match status.as_str() {
+                "active" => Status::Active,
+                _ => Status::Idle,
+            },
+            idle_timeout_sec,
+            max_runtime_sec,
+            created_at,
+            updated_at,
+            outputs: Vec::new(),
+        })
+    })())
+}
+
+fn output_from_row(row: &Row<'_>) -> Result<Output, StoreError> {
+    let id: String = row.get(1)?;
+    let kind = match row.get::<_, String>(2)?.as_str() {
+        "hls" => OutputKind::Hls,
+        "archive" => OutputKind::Archive {
+            public_id: row
+                .get::<_, Option<String>>(7)?
+                .ok_or_else(|| StoreError::Corrupt(format!("archive output {id} has no public_id")))?,
+        },
+        "simulcast" => OutputKind::Simulcast(SimulcastTarget {
+            uri: row
+                .get::<_, Option<String>>(4)?
+                .ok_or_else(|| StoreError::Corrupt(format!("simulcast output {id} has no uri")))?,
+            stream_key: row.get(5)?,
+            vendor: row.get(6)?,
+        }),
+        other => {
+            return Err(StoreError::Corrupt(format!(
+                "output {id} has unknown type {other:?}"
+            )));
+        }
+    };
+    Ok(Output {
+        id: parse_id(&id, OutputId::parse)?,
+        name: row.get(3)?,
+        kind,
+        created_at: row.get(8)?,
+        updated_at: row.get(9)?,
+    })
+}
+
+fn parse_id<T>(s: &str, parse: fn(&str) -> Option<T>) -> Result<T, StoreError> {
+    parse(s).ok_or_else(|| StoreError::Corrupt(format!("invalid id {s:?}")))
+}
+
+/// The type-specific columns of an output row.
+struct OutputColumns<'a> {
+    uri: Option<&'a str>,
+    stream_key: Option<&'a str>,
+    vendor: Option<&'a str>,
+    public_id: Option<&'a str>,
+}
+
+impl<'a> OutputColumns<'a> {
+    fn of(kind: &'a OutputKind) -> Self {
+        let none = OutputColumns {
+            uri: None,
+            stream_key: None,
+            vendor: None,
+            public_id: None,
+        };
+        match kind {
+            OutputKind::Hls => none,
+            OutputKind::Archive { public_id } => OutputColumns {
+                public_id: Some(public_id),
+                ..none
+            },
+            OutputKind::Simulcast(t) => OutputColumns {
+                uri: Some(&t.uri),
+                stream_key: t.stream_key.as_deref(),
+                vendor: t.vendor.as_deref(),
+                ..none
+            },
+        }
+    }
+}
+
+fn insert_output(db: &Connection, stream_id: &StreamId, output: &Output) -> Result<(), StoreError> {
+    let cols = OutputColumns::of(&output.kind);
+    db.execute(
+        "INSERT INTO outputs (id, stream_id, type, name, uri, stream_key, vendor, public_id,
+                              created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            output.id.as_str(),
+            stream_id.as_str(),
+            output.kind.output_type().as_str(),
+            output.name,
+            cols.uri,
+            cols.stream_key,
+            cols.vendor,
+            cols.public_id,
+            output.created_at,
+            output.updated_at
+        ],
+    )?;
+    Ok(())
+}

@@ -1,0 +1,33 @@
+//! Schema migrations. `PRAGMA user_version` holds how many of [`MIGRATIONS`] have been applied;
+//! each runs once, in order, inside the transaction that bumps the version.
+
+/// Append only: never edit a migration that has shipped.
+pub(super) const MIGRATIONS: &[&str] = &[
+    // 1: streams and their outputs.
+    "CREATE TABLE live_streams (
+        id               TEXT PRIMARY KEY,
+        name             TEXT,
+        stream_key       TEXT NOT NULL UNIQUE,
+        idle_timeout_sec INTEGER NOT NULL,
+        max_runtime_sec  INTEGER NOT NULL,
+        status           TEXT NOT NULL DEFAULT 'idle' CHECK (status IN ('idle', 'active')),
+        activated_at     INTEGER,
+        created_at       INTEGER NOT NULL,
+        updated_at       INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE outputs (
+        id         TEXT PRIMARY KEY,
+        stream_id  TEXT NOT NULL REFERENCES live_streams(id) ON DELETE CASCADE,
+        type       TEXT NOT NULL CHECK (type IN ('hls', 'archive', 'simulcast')),
+        name       TEXT,
+        uri        TEXT,
+        stream_key TEXT,
+        vendor     TEXT,
+        public_id  TEXT,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX outputs_by_stream ON outputs(stream_id);
+    -- The contract allows one hls and one archive output per stream.
+    CREATE UNIQUE INDEX outputs_singletons ON outputs(stream_id, type) WHERE type IN ('hls', 'archive');",
+];
