@@ -59,27 +59,6 @@ pub fn check_name(name: &str) -> Result<(), FieldError> {
     Ok(())
 }
 
-/// An integer setting within `range`.
-pub fn check_range(
-    field: &str,
-    value: i64,
-    range: &std::ops::RangeInclusive<u32>,
-) -> Result<u32, FieldError> {
-    u32::try_from(value)
-        .ok()
-        .filter(|v| range.contains(v))
-        .ok_or_else(|| {
-            FieldError::new(
-                field,
-                format!(
-                    "must be an integer from {} to {} (got {value})",
-                    range.start(),
-                    range.end()
-                ),
-            )
-        })
-}
-
 /// An archive's asset name: `[A-Za-z0-9_-]` parts joined by single `/`.
 pub fn check_public_id(public_id: &str) -> Result<(), FieldError> {
     let err = |why: &str| Err(FieldError::new("public_id", why));
@@ -189,20 +168,6 @@ pub fn check_text(field: &str, value: &str) -> Result<(), FieldError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ranges() {
-        assert_eq!(check_range("idle_timeout_sec", 1, &IDLE_TIMEOUT_SEC), Ok(1));
-        assert_eq!(
-            check_range("idle_timeout_sec", 86_400, &IDLE_TIMEOUT_SEC),
-            Ok(86_400)
-        );
-        for bad in [0, -1, 86_401, i64::MAX, i64::MIN] {
-            let e = check_range("idle_timeout_sec", bad, &IDLE_TIMEOUT_SEC).unwrap_err();
-            assert_eq!(e.field, "idle_timeout_sec");
-            assert!(e.to_string().contains("from 1 to 86400"), "{e}");
-        }
-    }
 
     #[test]
     fn names() {

@@ -1,0 +1,99 @@
+//! HTTP Basic authentication of admin requests against the configured `api_key:api_secret`.
+
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use subtle::ConstantTimeEq;
+
+use crate::AppState;
+use crate::envelope::ApiError;
+
+/// The admin credentials.
+#[derive(Clone)]
+pub struct Credentials {
+    /// The Basic auth user name.
+    pub key: String,
+    /// The Basic auth password.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Credentials {
+    /// Checks an `Authorization` header value.
+    pub fn check(&self, authorization: Option<&[u8]>) -> Result<(), ApiError> {
+        let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m);
+        let Some(value) = authorization else {
+            return Err(unauthorized(
+                "missing credentials: use HTTP Basic auth with api_key:api_secret",
+            ));
+        };
+        let malformed =
+            || unauthorized("malformed Authorization header: expected Basic base64(api_key:api_secret)");
+        let value = std::str::from_utf8(value).map_err(|_| malformed())?.trim();
+        let (scheme, encoded) = value.split_once(' ').ok_or_else(malformed)?;
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return Err(malformed());
+        }
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .map_err(|_| malformed())?;
+        let colon = decoded.iter().position(|b| *b == b':').ok_or_else(malformed)?;
+        let (key, secret) = decoded.split_at(colon);
+        let secret = secret.get(1..).unwrap_or_default();
+        // Both compared in full, so timing reveals neither which part nor how much was right.
+        let ok = key.ct_eq(self.key.as_bytes()) & secret.ct_eq(self.secret.as_bytes());
+        if bool::from(ok) {
+            Ok(())
+        } else {
+            Err(unauthorized("invalid api_key or api_secret"))
+        }
+    }
+}
+
+/// Middleware: admin routes answer 401 unless the request carries the credentials.
+pub(crate) async fn require_credentials(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let authorization = req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    match state.config.credentials.check(authorization) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basic(s: &str) -> Vec<u8> {
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(s)).into_bytes()
+    }
+
+    #[test]
+    fn accepts_only_the_exact_pair() {
+        let c = Credentials {
+            key: "123".into(),
+            secret: "s:cr3t".into(),
+        };
+        assert!(c.check(Some(&basic("123:s:cr3t"))).is_ok());
+        assert!(
+            c.check(Some(b"basic MTIzOnM6Y3IzdA==")).is_ok(),
+            "scheme is case-insensitive"
+        );
+        for bad in ["123:s:cr3", "123:s:cr3tt", "12:s:cr3t", ":", "", "123", "123:"] {
+            let e = c.check(Some(&basic(bad))).unwrap_err();
+            assert_eq!(e.status(), StatusCode::UNAUTHORIZED, "{bad}");
+        }
+        for header in [&b"Bearer abc"[..], b"Basic", b"Basic !!!", b"\xff\xfe"] {
+            assert!(c.check(Some(header)).unwrap_err().message().contains("malformed"));
+        }
+        assert!(c.check(None).unwrap_err().message().contains("missing"));
+    }
+}

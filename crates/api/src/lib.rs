@@ -1,0 +1,58 @@
+//! Oxcast's HTTP surface: the Live Streams admin API (`../shared/spec/live-streams-api.md`) under
+//! both of its base paths, and `GET /healthz`.
+//!
+//! Every admin response is an envelope with a fresh request id ([`envelope`]); requests are
+//! authenticated with HTTP Basic ([`auth`]); JSON bodies are read and checked field by field so
+//! that a 400 names the field ([`requests`]). The crate holds no state of its own: it calls
+//! `oxcast_core::Registry` for everything. It does not serve media yet.
+
+mod admin;
+pub mod auth;
+pub mod envelope;
+mod health;
+mod requests;
+mod views;
+
+use std::sync::Arc;
+
+use axum::Router;
+use oxcast_core::Registry;
+
+pub use auth::Credentials;
+
+/// What the API needs to know about the server it belongs to.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// The only cloud name the API answers to.
+    pub cloud_name: String,
+    /// Base of `input.uri`, e.g. `rtmp://localhost:1935` (no trailing slash).
+    pub public_rtmp_url: String,
+    /// Base of delivery URLs, e.g. `http://localhost:8080` (no trailing slash).
+    pub public_http_url: String,
+    /// The admin credentials.
+    pub credentials: Credentials,
+}
+
+#[derive(Clone)]
+struct AppState {
+    registry: Arc<Registry>,
+    config: Arc<ApiConfig>,
+}
+
+/// The whole HTTP application.
+pub fn router(registry: Arc<Registry>, config: ApiConfig) -> Router {
+    let state = AppState {
+        registry,
+        config: Arc::new(config),
+    };
+    let routes = admin::routes(state.clone())
+        .merge(health::routes(state))
+        .fallback(envelope::no_route);
+    // As one service, so the envelope sees the router's finished answers (a 405 with its Allow header).
+    Router::new()
+        .fallback_service(routes)
+        .layer(axum::middleware::from_fn(envelope::envelope))
+}
+
+#[cfg(test)]
+mod tests;

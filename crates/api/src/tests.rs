@@ -1,0 +1,71 @@
+//! In-process checks of what the end-to-end tests cannot provoke: a store that stops working.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use base64::Engine as _;
+use oxcast_core::{IdleReason, LiveStream, OutputRunner, Registry, Store, StreamId};
+use tower::ServiceExt as _;
+
+use super::*;
+
+struct NoOutputs;
+
+impl OutputRunner for NoOutputs {
+    fn stream_active(&self, _: &LiveStream) {}
+    fn stream_idle(&self, _: &StreamId, _: IdleReason) {}
+}
+
+async fn call(app: &Router, method: &str, path: &str, body: &str) -> (StatusCode, serde_json::Value) {
+    let auth = base64::engine::general_purpose::STANDARD.encode("k:s");
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Basic {auth}"))
+        .body(Body::from(body.to_owned()))
+        .unwrap();
+    let res = app.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20).await.unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+#[tokio::test]
+async fn a_failed_store_answers_503_and_health_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let registry = Registry::new(store.clone(), Arc::new(NoOutputs));
+    let config = ApiConfig {
+        cloud_name: "local".into(),
+        public_rtmp_url: "rtmp://localhost:1935".into(),
+        public_http_url: "http://localhost:8080".into(),
+        credentials: Credentials {
+            key: "k".into(),
+            secret: "s".into(),
+        },
+    };
+    let app = router(registry, config);
+    assert_eq!(call(&app, "GET", "/healthz", "").await.0, StatusCode::OK);
+
+    store.close().unwrap();
+    let (status, body) = call(&app, "GET", "/healthz", "").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("storage unavailable"),
+        "{body}"
+    );
+    let (status, body) = call(
+        &app,
+        "POST",
+        "/v2/video/local/live_streams",
+        r#"{"input":{"type":"rtmp"}}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let (status, _) = call(&app, "GET", "/v2/video/local/live_streams", "").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+}

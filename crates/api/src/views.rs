@@ -1,0 +1,104 @@
+//! The JSON shapes of the contract. Optional members are omitted, never `null`; field order
+//! follows the contract's examples.
+
+use oxcast_core::{LiveStream, Output, OutputKind, StreamId};
+use serde::Serialize;
+
+use crate::ApiConfig;
+
+#[derive(Serialize)]
+pub(crate) struct LiveStreamView<'a> {
+    id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    input: InputView<'a>,
+    status: &'static str,
+    outputs: Vec<OutputView<'a>>,
+    idle_timeout_sec: u32,
+    max_runtime_sec: u32,
+    created_at: i64,
+    updated_at: i64,
+}
+
+#[derive(Serialize)]
+struct InputView<'a> {
+    r#type: &'static str,
+    uri: String,
+    stream_key: &'a str,
+}
+
+#[derive(Serialize)]
+pub(crate) struct OutputView<'a> {
+    id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    r#type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uri: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vendor: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    public_id: Option<&'a str>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl<'a> LiveStreamView<'a> {
+    pub(crate) fn new(stream: &'a LiveStream, config: &ApiConfig) -> Self {
+        LiveStreamView {
+            id: stream.id.as_str(),
+            name: stream.name.as_deref(),
+            input: InputView {
+                r#type: "rtmp",
+                uri: format!("{}/streams", config.public_rtmp_url),
+                stream_key: stream.stream_key.as_str(),
+            },
+            status: stream.status.as_str(),
+            outputs: stream
+                .outputs
+                .iter()
+                .map(|o| OutputView::new(&stream.id, o, config))
+                .collect(),
+            idle_timeout_sec: stream.idle_timeout_sec,
+            max_runtime_sec: stream.max_runtime_sec,
+            created_at: stream.created_at,
+            updated_at: stream.updated_at,
+        }
+    }
+}
+
+impl<'a> OutputView<'a> {
+    pub(crate) fn new(stream_id: &StreamId, output: &'a Output, config: &ApiConfig) -> Self {
+        let mut view = OutputView {
+            id: output.id.as_str(),
+            name: output.name.as_deref(),
+            r#type: output.kind.output_type().as_str(),
+            uri: None,
+            stream_key: None,
+            vendor: None,
+            public_id: None,
+            created_at: output.created_at,
+            updated_at: output.updated_at,
+        };
+        match &output.kind {
+            OutputKind::Hls => view.uri = Some(hls_url(stream_id, config)),
+            OutputKind::Archive { public_id } => view.public_id = Some(public_id),
+            OutputKind::Simulcast(target) => {
+                view.uri = Some(target.uri.clone());
+                view.stream_key = target.stream_key.as_deref();
+                view.vendor = target.vendor.as_deref();
+            }
+        }
+        view
+    }
+}
+
+/// Where players find a stream's HLS.
+pub(crate) fn hls_url(stream_id: &StreamId, config: &ApiConfig) -> String {
+    format!(
+        "{}/{}/video/live/live_stream_{stream_id}_hls.m3u8",
+        config.public_http_url, config.cloud_name
+    )
+}

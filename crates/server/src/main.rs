@@ -1,0 +1,160 @@
+//! `oxcast`: the server binary. Loads the settings, opens the store, wires the registry to the
+//! HTTP API, prints how to connect, and shuts down gracefully on SIGINT/SIGTERM.
+
+mod credentials;
+mod outputs;
+mod settings;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use oxcast_api::ApiConfig;
+use oxcast_core::{Registry, Store};
+use tokio_util::sync::CancellationToken;
+
+use crate::credentials::Origin;
+use crate::settings::Settings;
+
+/// Live-video server: RTMP in; HLS, MP4 recordings and RTMP relays out; a Live Streams admin API.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// A TOML file of settings that override the built-in defaults (see config/default.toml).
+    #[arg(long, value_name = "FILE", env = "OXCAST_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+/// How long in-flight requests may take to finish after a shutdown signal.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("oxcast: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&settings.log_filter);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("oxcast: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("oxcast: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(filter: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(filter))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+async fn run(settings: Settings) -> anyhow::Result<()> {
+    let store = Store::open(&settings.storage_dir)?;
+    let (credentials, origin) = credentials::resolve(settings.credentials.clone(), &settings.storage_dir)?;
+    let registry = Registry::new(store.clone(), Arc::new(outputs::Outputs));
+
+    let http = tokio::net::TcpListener::bind(settings.http_listen)
+        .await
+        .with_context(|| format!("http.listen {}: cannot listen", settings.http_listen))?;
+    tracing::info!(addr = %http.local_addr()?, "HTTP listening");
+
+    let api = ApiConfig {
+        cloud_name: settings.cloud_name.clone(),
+        public_rtmp_url: settings.public_rtmp_url.clone(),
+        public_http_url: settings.public_http_url.clone(),
+        credentials: credentials.clone(),
+    };
+    print_banner(&settings, &credentials, &origin);
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(watch_signals(shutdown.clone()));
+    let server = axum::serve(http, oxcast_api::router(Arc::clone(&registry), api))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    tokio::select! {
+        served = server => served.context("HTTP server failed")?,
+        () = async { shutdown.cancelled().await; tokio::time::sleep(DRAIN_TIMEOUT).await } => {
+            tracing::warn!("requests still running {DRAIN_TIMEOUT:?} after the shutdown signal; closing them");
+        }
+    }
+    registry.shutdown().await;
+    store.close()?;
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+/// The first SIGINT/SIGTERM starts a graceful shutdown; a second one exits at once.
+async fn watch_signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+    else {
+        tracing::error!("cannot install signal handlers; stop the server with SIGKILL");
+        return;
+    };
+    for attempt in 0.. {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        if attempt > 0 {
+            tracing::warn!("second signal: exiting without finishing");
+            std::process::exit(130);
+        }
+        tracing::info!("shutting down: no new requests; finishing the ones in flight");
+        shutdown.cancel();
+    }
+}
+
+fn print_banner(settings: &Settings, credentials: &oxcast_api::Credentials, origin: &Origin) {
+    let api_base = format!("{}/v2/video/{}", settings.public_http_url, settings.cloud_name);
+    let (secret, user) = match origin {
+        Origin::Generated(path) => (
+            format!(
+                "{}   (generated now, shown once; kept in {})",
+                credentials.secret,
+                path.display()
+            ),
+            format!("\"$(cat {})\"", path.display()),
+        ),
+        Origin::Stored(path) => (
+            format!("in {}", path.display()),
+            format!("\"$(cat {})\"", path.display()),
+        ),
+        Origin::Configured => (
+            "as configured (api.secret)".to_owned(),
+            format!("{}:API_SECRET", credentials.key),
+        ),
+    };
+    println!(
+        "Oxcast {version} is running.\n\
+         \n  Admin API    {api_base}   (HTTP Basic auth)\
+         \n  API key      {key}\
+         \n  API secret   {secret}\
+         \n  RTMP ingest  {rtmp}/streams   (in OBS: Server = a stream's input.uri, Stream Key = its stream_key)\
+         \n\nCreate a stream:\
+         \n  curl -u {user} -H 'Content-Type: application/json' -d '{{\"input\":{{\"type\":\"rtmp\"}}}}' {api_base}/live_streams\n",
+        version = env!("CARGO_PKG_VERSION"),
+        key = credentials.key,
+        rtmp = settings.public_rtmp_url,
+    );
+}

@@ -1,0 +1,17 @@
+//! Where the lifecycle meets the output crates. Until ingest, HLS, archive and simulcast exist,
+//! a session has no outputs to run, and this only reports the transitions.
+
+use oxcast_core::{IdleReason, LiveStream, OutputRunner, StreamId};
+
+/// Runs each active stream's outputs.
+pub(crate) struct Outputs;
+
+impl OutputRunner for Outputs {
+    fn stream_active(&self, stream: &LiveStream) {
+        tracing::debug!(stream_id = %stream.id, outputs = stream.outputs.len(), "starting outputs");
+    }
+
+    fn stream_idle(&self, stream_id: &StreamId, reason: IdleReason) {
+        tracing::debug!(stream_id = %stream_id, %reason, "stopping outputs");
+    }
+}

@@ -1,0 +1,338 @@
+//! Settings: the compiled-in `config/default.toml`, then the file from `--config`/`OXCAST_CONFIG`,
+//! then `OXCAST__SECTION__KEY` environment variables. Every problem is reported as one line naming
+//! the key, and start-up stops with exit code 2.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use config::{Config, Environment, File, FileFormat, Map, Source, Value, ValueKind};
+use serde::Deserialize;
+
+/// The defaults, which also define the set of valid keys.
+pub(crate) const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
+
+/// Validated settings.
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "validated now; the RTMP ingest listener will bind it")
+    )]
+    pub(crate) rtmp_listen: SocketAddr,
+    pub(crate) http_listen: SocketAddr,
+    pub(crate) public_rtmp_url: String,
+    pub(crate) public_http_url: String,
+    pub(crate) cloud_name: String,
+    /// `None`: use (or generate) the stored pair.
+    pub(crate) credentials: Option<(String, String)>,
+    pub(crate) storage_dir: PathBuf,
+    pub(crate) log_filter: String,
+}
+
+/// A setting that cannot be used; the message names the key.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct SettingsError(String);
+
+impl SettingsError {
+    /// Wraps another error's (possibly multi-line) message as one line.
+    fn from_external(context: &str, e: impl std::fmt::Display) -> Self {
+        let message = e.to_string();
+        SettingsError(format!(
+            "{context}{}",
+            message.split_whitespace().collect::<Vec<_>>().join(" ")
+        ))
+    }
+}
+
+// The raw shape of the merged sources: strings here, checked below with messages of our own.
+#[derive(Deserialize)]
+struct Raw {
+    rtmp: RawListen,
+    http: RawListen,
+    public: RawPublic,
+    api: RawApi,
+    storage: RawStorage,
+    log: RawLog,
+}
+
+#[derive(Deserialize)]
+struct RawListen {
+    listen: String,
+}
+
+#[derive(Deserialize)]
+struct RawPublic {
+    rtmp_url: String,
+    http_url: String,
+}
+
+#[derive(Deserialize)]
+struct RawApi {
+    cloud_name: String,
+    key: String,
+    secret: String,
+}
+
+#[derive(Deserialize)]
+struct RawStorage {
+    dir: String,
+}
+
+#[derive(Deserialize)]
+struct RawLog {
+    filter: String,
+}
+
+impl Settings {
+    /// Loads the settings from the defaults, `file` and the process environment.
+    pub(crate) fn load(file: Option<&Path>) -> Result<Settings, SettingsError> {
+        Self::load_from(
+            file,
+            Environment::with_prefix("OXCAST")
+                .prefix_separator("__")
+                .separator("__"),
+        )
+    }
+
+    fn load_from(file: Option<&Path>, env: Environment) -> Result<Settings, SettingsError> {
+        let defaults = File::from_str(DEFAULT_TOML, FileFormat::Toml);
+        let known = leaf_keys(
+            &defaults
+                .collect()
+                .map_err(|e| SettingsError::from_external("built-in defaults: ", e))?,
+        );
+        let mut builder = Config::builder().add_source(defaults);
+        if let Some(path) = file {
+            let shown = path.display();
+            if !path.is_file() {
+                return Err(SettingsError(format!("config file {shown}: not found")));
+            }
+            let source = File::from(path).format(FileFormat::Toml).required(true);
+            let values = source
+                .collect()
+                .map_err(|e| SettingsError::from_external(&format!("config file {shown}: "), e))?;
+            check_known(&known, &values, &format!("in config file {shown}"))?;
+            builder = builder.add_source(source);
+        }
+        let from_env = env
+            .collect()
+            .map_err(|e| SettingsError::from_external("environment: ", e))?;
+        check_known(&known, &from_env, "from an OXCAST__… environment variable")?;
+        let raw: Raw = builder
+            .add_source(env)
+            .build()
+            .and_then(Config::try_deserialize)
+            .map_err(|e| SettingsError::from_external("", e))?;
+        Self::validate(raw)
+    }
+
+    fn validate(raw: Raw) -> Result<Settings, SettingsError> {
+        let credentials = match (raw.api.key.trim(), raw.api.secret.trim()) {
+            ("", "") => None,
+            ("", _) => {
+                return Err(SettingsError(
+                    "api.key is empty but api.secret is set: set both or neither".into(),
+                ));
+            }
+            (_, "") => {
+                return Err(SettingsError(
+                    "api.secret is empty but api.key is set: set both or neither".into(),
+                ));
+            }
+            (key, _) if key.contains(':') => {
+                return Err(SettingsError(
+                    "api.key must not contain ':' (Basic auth separates key and secret with it)".into(),
+                ));
+            }
+            (key, secret) => Some((key.to_owned(), secret.to_owned())),
+        };
+        let cloud_name = raw.api.cloud_name;
+        if cloud_name.is_empty()
+            || cloud_name.len() > 64
+            || !cloud_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(SettingsError(format!(
+                "api.cloud_name {cloud_name:?}: use 1 to 64 letters, digits, '_' or '-'"
+            )));
+        }
+        if raw.storage.dir.trim().is_empty() {
+            return Err(SettingsError(
+                "storage.dir is empty: name a directory, e.g. ./data".into(),
+            ));
+        }
+        Ok(Settings {
+            rtmp_listen: listen_addr("rtmp.listen", &raw.rtmp.listen)?,
+            http_listen: listen_addr("http.listen", &raw.http.listen)?,
+            public_rtmp_url: base_url("public.rtmp_url", &raw.public.rtmp_url, &["rtmp://", "rtmps://"])?,
+            public_http_url: base_url("public.http_url", &raw.public.http_url, &["http://", "https://"])?,
+            cloud_name,
+            credentials,
+            storage_dir: PathBuf::from(raw.storage.dir),
+            log_filter: raw.log.filter,
+        })
+    }
+}
+
+fn listen_addr(key: &str, value: &str) -> Result<SocketAddr, SettingsError> {
+    value.trim().parse().map_err(|_| {
+        SettingsError(format!(
+            "{key} {value:?}: not an address; expected IP:PORT such as 0.0.0.0:1935 or [::]:1935"
+        ))
+    })
+}
+
+fn base_url(key: &str, value: &str, schemes: &[&str]) -> Result<String, SettingsError> {
+    let url = value.trim().trim_end_matches('/');
+    let lower = url.to_ascii_lowercase();
+    let host = schemes.iter().find_map(|s| lower.strip_prefix(s));
+    match host {
+        Some(rest) if !rest.is_empty() && !rest.starts_with('/') && !url.contains(char::is_whitespace) => {
+            Ok(url.to_owned())
+        }
+        _ => Err(SettingsError(format!(
+            "{key} {value:?}: expected a URL starting with {} and naming a host",
+            schemes.join(" or ")
+        ))),
+    }
+}
+
+/// Dotted names of every non-table value, e.g. `rtmp.listen`.
+fn leaf_keys(values: &Map<String, Value>) -> BTreeSet<String> {
+    fn walk(prefix: &str, values: &Map<String, Value>, out: &mut BTreeSet<String>) {
+        for (k, v) in values {
+            let key = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            match &v.kind {
+                ValueKind::Table(t) => walk(&key, t, out),
+                _ => {
+                    out.insert(key);
+                }
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk("", values, &mut out);
+    out
+}
+
+fn check_known(
+    known: &BTreeSet<String>,
+    values: &Map<String, Value>,
+    place: &str,
+) -> Result<(), SettingsError> {
+    match leaf_keys(values).into_iter().find(|k| !known.contains(k)) {
+        None => Ok(()),
+        Some(key) => Err(SettingsError(format!(
+            "unknown setting {key} {place}; the settings are: {}",
+            known.iter().cloned().collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> Environment {
+        let source: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Environment::with_prefix("OXCAST")
+            .prefix_separator("__")
+            .separator("__")
+            .source(Some(source))
+    }
+
+    fn file(contents: &str) -> tempfile::NamedTempFile {
+        let f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        std::fs::write(f.path(), contents).unwrap();
+        f
+    }
+
+    #[test]
+    fn defaults() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(s.rtmp_listen.to_string(), "0.0.0.0:1935");
+        assert_eq!(s.http_listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(s.public_rtmp_url, "rtmp://localhost:1935");
+        assert_eq!(s.public_http_url, "http://localhost:8080");
+        assert_eq!(s.cloud_name, "local");
+        assert_eq!(s.credentials, None);
+        assert_eq!(s.storage_dir, PathBuf::from("./data"));
+    }
+
+    #[test]
+    fn file_then_environment_override() {
+        let f = file("[http]\nlisten = \"127.0.0.1:9000\"\n[api]\ncloud_name = \"demo\"\n");
+        let s = Settings::load_from(
+            Some(f.path()),
+            env(&[
+                ("OXCAST__API__CLOUD_NAME", "prod"),
+                ("OXCAST__PUBLIC__HTTP_URL", "https://cdn.example/"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.http_listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(s.cloud_name, "prod");
+        assert_eq!(s.public_http_url, "https://cdn.example");
+        let s = Settings::load_from(
+            None,
+            env(&[("OXCAST__API__KEY", "k"), ("OXCAST__API__SECRET", "s")]),
+        )
+        .unwrap();
+        assert_eq!(s.credentials, Some(("k".into(), "s".into())));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        type Case<'a> = (Option<&'a str>, &'a [(&'a str, &'a str)], &'a str);
+        let cases: [Case<'_>; 10] = [
+            (
+                None,
+                &[("OXCAST__RTMP__LISTEN", "nope")],
+                "rtmp.listen \"nope\": not an address",
+            ),
+            (None, &[("OXCAST__HTTP__LISTEN", "1.2.3.4")], "http.listen"),
+            (
+                None,
+                &[("OXCAST__RTMP__LISTN", "x")],
+                "unknown setting rtmp.listn from an OXCAST__",
+            ),
+            (
+                Some("[rtmp]\nlisen = \"x\"\n"),
+                &[],
+                "unknown setting rtmp.lisen in config file",
+            ),
+            (Some("[nope]\na = 1\n"), &[], "unknown setting nope.a"),
+            (Some("[rtmp\n"), &[], "config file"),
+            (
+                None,
+                &[("OXCAST__PUBLIC__RTMP_URL", "http://x")],
+                "public.rtmp_url",
+            ),
+            (None, &[("OXCAST__API__CLOUD_NAME", "a/b")], "api.cloud_name"),
+            (None, &[("OXCAST__API__KEY", "k")], "api.secret is empty"),
+            (None, &[("OXCAST__STORAGE__DIR", " ")], "storage.dir is empty"),
+        ];
+        for (contents, vars, wanted) in cases {
+            let f = contents.map(file);
+            let e = Settings::load_from(f.as_ref().map(|f| f.path()), env(vars))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(wanted), "{vars:?}: {e}");
+            assert!(!e.contains('\n'), "one line: {e}");
+        }
+        let e = Settings::load_from(Some(Path::new("/nonexistent/oxcast.toml")), env(&[])).unwrap_err();
+        assert_eq!(e.to_string(), "config file /nonexistent/oxcast.toml: not found");
+    }
+}

@@ -1,0 +1,21 @@
+//! End-to-end tests: the real `oxcast` binary on free loopback ports with a temporary data
+//! directory, driven over real HTTP (and raw TCP where a well-behaved client would not go).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    unreachable_pub
+)]
+
+// This file is a crate root, whose modules would otherwise be looked up beside it.
+#[path = "e2e/support.rs"]
+mod support;
+
+#[path = "e2e/api.rs"]
+mod api;
+#[path = "e2e/durability.rs"]
+mod durability;
+#[path = "e2e/lifecycle.rs"]
+mod lifecycle;
+#[path = "e2e/startup.rs"]
+mod startup;
