@@ -136,6 +136,9 @@ pub async fn envelope(req: Request, next: Next) -> Response {
     };
     if status.is_server_error() {
         tracing::error!(%request_id, %method, %path, status = status.as_u16(), "request failed: {body}");
+    } else if path == "/healthz" {
+        // Load balancers ask every few seconds; not worth a line each.
+        tracing::debug!(%request_id, status = status.as_u16(), "health check");
     } else {
         tracing::info!(%request_id, %method, %path, status = status.as_u16(),
             elapsed_ms = started.elapsed().as_millis() as u64, "admin request");

@@ -489,4 +489,56 @@ mod tests {
             assert!(m.contains(wanted), "{body}: {m}");
         }
     }
+
+    fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            prop_oneof![
+                Just("rtmp".to_owned()),
+                Just("simulcast".to_owned()),
+                Just("rtmp://h/a/k".to_owned()),
+                ".*"
+            ]
+            .prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            let key = prop_oneof![
+                Just("input".to_owned()),
+                Just("type".to_owned()),
+                Just("name".to_owned()),
+                Just("uri".to_owned()),
+                Just("stream_key".to_owned()),
+                Just("public_id".to_owned()),
+                Just("idle_timeout_sec".to_owned()),
+                Just("max_runtime_sec".to_owned()),
+                ".{0,8}",
+            ];
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map(key, inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Whatever JSON arrives, the parsers answer (Ok or a 400) without panicking.
+        #[test]
+        fn any_json_gets_an_answer(v in any_json()) {
+            let map = match v { Value::Object(m) => m, other => Map::from_iter([("input".to_owned(), other)]) };
+            let errors = [new_stream(&map).err(), stream_patch(&map).err(), new_output(&map).err(), output_patch(&map).err()];
+            for e in errors.into_iter().flatten() {
+                proptest::prop_assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+            }
+        }
+
+        #[test]
+        fn any_bytes_get_an_answer(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let _ = parse_object(&bytes);
+        }
+    }
 }

@@ -294,11 +294,7 @@ impl Registry {
             }
             None => {
                 self.start_session(&mut sessions, &stream, Some(slot.clone()))
-                    .await
-                    .map_err(|e| match e {
-                        RegistryError::Store(e) => PublishRefused::Store(e),
-                        other => PublishRefused::Store(StoreError::Corrupt(other.to_string())),
-                    })?;
+                    .await?
             }
         }
         Ok(Publisher {
@@ -484,7 +480,7 @@ impl Registry {
         sessions: &mut Sessions<'_>,
         stream: &LiveStream,
         publisher: Option<PublisherSlot>,
-    ) -> Result<(), RegistryError> {
+    ) -> Result<(), StoreError> {
         self.store
             .set_status(&stream.id, Status::Active, Some(now_ms()))
             .await?;
