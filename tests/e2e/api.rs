@@ -157,13 +157,8 @@ fn activate_and_idle_are_idempotent() {
     let s = server.create_stream(json!({"input": {"type": "rtmp"}}));
     let id = s["id"].as_str().unwrap();
     for _ in 0..2 {
-        server
-            .post(&format!("/live_streams/{id}/activate"), json!({}))
-            .assert_ok_message();
-        assert_eq!(
-            server.get(&format!("/live_streams/{id}")).data()["status"],
-            "active"
-        );
+        server.activate(id);
+        assert_eq!(server.status(id), "active");
     }
     for _ in 0..2 {
         let r = server.send(
@@ -173,10 +168,7 @@ fn activate_and_idle_are_idempotent() {
             None,
         );
         r.assert_ok_message();
-        assert_eq!(
-            server.get(&format!("/live_streams/{id}")).data()["status"],
-            "idle"
-        );
+        assert_eq!(server.status(id), "idle");
     }
     let unknown = "0123456789abcdef0123456789abcdef";
     server
@@ -296,9 +288,7 @@ fn outputs_crud_and_rules() {
     );
 
     // While active: hls/archive are frozen (409), simulcast outputs come and go.
-    server
-        .post(&format!("/live_streams/{id}/activate"), json!({}))
-        .assert_ok_message();
+    server.activate(id);
     server
         .delete(&format!("{outputs}/{archive_id}"))
         .assert_error(409, "live stream is active");

@@ -14,13 +14,8 @@ fn idle_timeout_ends_a_session_without_input() {
     let server = Server::start();
     let s = server.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 1}));
     let id = s["id"].as_str().unwrap();
-    server
-        .post(&format!("/live_streams/{id}/activate"), json!({}))
-        .assert_ok_message();
-    assert_eq!(
-        server.get(&format!("/live_streams/{id}")).data()["status"],
-        "active"
-    );
+    server.activate(id);
+    assert_eq!(server.status(id), "active");
     server.wait_status(id, "idle", LIMIT);
     assert!(
         server.log().contains("idle timeout"),
@@ -35,13 +30,8 @@ fn max_runtime_ends_a_session() {
     let s = server
         .create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 3600, "max_runtime_sec": 2}));
     let id = s["id"].as_str().unwrap();
-    server
-        .post(&format!("/live_streams/{id}/activate"), json!({}))
-        .assert_ok_message();
-    assert_eq!(
-        server.get(&format!("/live_streams/{id}")).data()["status"],
-        "active"
-    );
+    server.activate(id);
+    assert_eq!(server.status(id), "active");
     server.wait_status(id, "idle", LIMIT);
     assert!(server.log().contains("max runtime reached"), "{}", server.log());
 }
@@ -51,14 +41,9 @@ fn shortening_the_timeout_of_an_active_stream_applies_at_once() {
     let server = Server::start();
     let s = server.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 3600}));
     let id = s["id"].as_str().unwrap();
-    server
-        .post(&format!("/live_streams/{id}/activate"), json!({}))
-        .assert_ok_message();
+    server.activate(id);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(
-        server.get(&format!("/live_streams/{id}")).data()["status"],
-        "active"
-    );
+    assert_eq!(server.status(id), "active");
     server
         .patch(&format!("/live_streams/{id}"), json!({"idle_timeout_sec": 1}))
         .data();
@@ -70,9 +55,7 @@ fn deleting_an_active_stream_stops_it() {
     let server = Server::start();
     let s = server.create_stream(json!({"input": {"type": "rtmp"}}));
     let id = s["id"].as_str().unwrap();
-    server
-        .post(&format!("/live_streams/{id}/activate"), json!({}))
-        .assert_ok_message();
+    server.activate(id);
     server.delete(&format!("/live_streams/{id}")).assert_ok_message();
     server
         .get(&format!("/live_streams/{id}"))

@@ -269,11 +269,25 @@ impl Server {
         r.data().clone()
     }
 
+    /// `POST /live_streams/{id}/activate`, which must succeed.
+    pub fn activate(&self, id: &str) {
+        self.post(&format!("/live_streams/{id}/activate"), serde_json::json!({}))
+            .assert_ok_message();
+    }
+
+    /// A stream's current `status`.
+    pub fn status(&self, id: &str) -> String {
+        self.get(&format!("/live_streams/{id}")).data()["status"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     /// Polls a stream until its status is `want`, or panics after `limit`.
     pub fn wait_status(&self, id: &str, want: &str, limit: Duration) {
         let deadline = Instant::now() + limit;
         loop {
-            let status = self.get(&format!("/live_streams/{id}")).data()["status"].clone();
+            let status = self.status(id);
             if status == want {
                 return;
             }
