@@ -10,7 +10,7 @@ use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, Row, params};
 
 use crate::ids::{OutputId, StreamId, StreamKey};
 use crate::model::{LiveStream, Output, OutputKind, SimulcastTarget, Status};
@@ -149,12 +149,13 @@ impl Store {
     /// Every stream, oldest first.
     pub async fn list_streams(&self) -> Result<Vec<LiveStream>, StoreError> {
         self.with(|db| {
-            let mut streams = db
-                .prepare_cached(&format!("{SELECT_STREAM} ORDER BY created_at, rowid"))?
-                .query_map([], stream_from_row)?
-                .collect::<Result<Vec<_>, _>>()?
-                .into_iter()
-                .collect::<Result<Vec<_>, _>>()?;
+            let mut streams = Vec::new();
+            let mut stmt = db.prepare_cached(&format!("{SELECT_STREAM} ORDER BY created_at, rowid"))?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                streams.push(stream_from_row(row)?);
+            }
+            drop(rows);
             let mut outputs = db.prepare_cached(&format!("{SELECT_OUTPUT} ORDER BY rowid"))?;
             let mut rows = outputs.query([])?;
             let index: std::collections::HashMap<String, usize> = streams
@@ -320,14 +321,11 @@ const SELECT_OUTPUT: &str = "SELECT stream_id, id, type, name, uri, stream_key, 
                              FROM outputs";
 
 fn get_stream(db: &Connection, id: &StreamId) -> Result<Option<LiveStream>, StoreError> {
-    let Some(stream) = db
-        .prepare_cached(&format!("{SELECT_STREAM} WHERE id = ?1"))?
-        .query_row([id.as_str()], stream_from_row)
-        .optional()?
-    else {
-        return Ok(None);
-    };
-    let mut stream = stream?;
+    let mut stmt = db.prepare_cached(&format!("{SELECT_STREAM} WHERE id = ?1"))?;
+    let mut rows = stmt.query([id.as_str()])?;
+    let Some(row) = rows.next()? else { return Ok(None) };
+    let mut stream = stream_from_row(row)?;
+    drop(rows);
     let mut stmt = db.prepare_cached(&format!("{SELECT_OUTPUT} WHERE stream_id = ?1 ORDER BY rowid"))?;
     let mut rows = stmt.query([id.as_str()])?;
     while let Some(row) = rows.next()? {
@@ -336,35 +334,22 @@ fn get_stream(db: &Connection, id: &StreamId) -> Result<Option<LiveStream>, Stor
     Ok(Some(stream))
 }
 
-// The outer Result is SQLite's, the inner one is "the row does not make a valid stream".
-fn stream_from_row(row: &Row<'_>) -> rusqlite::Result<Result<LiveStream, StoreError>> {
+fn stream_from_row(row: &Row<'_>) -> Result<LiveStream, StoreError> {
     let id: String = row.get(0)?;
-    let status: String = row.get(3)?;
-    let fields = (
-        row.get::<_, Option<String>>(1)?,
-        row.get::<_, String>(2)?,
-        row.get::<_, u32>(4)?,
-        row.get::<_, u32>(5)?,
-        row.get::<_, i64>(6)?,
-        row.get::<_, i64>(7)?,
-    );
-    Ok((|| {
-        let (name, key, idle_timeout_sec, max_runtime_sec, created_at, updated_at) = fields;
-        Ok(LiveStream {
-            id: parse_id(&id, StreamId::parse)?,
-            name,
-            stream_key: StreamKey::from_stored(key),
-            status: match status.as_str() {
-                "active" => Status::Active,
-                _ => Status::Idle,
-            },
-            idle_timeout_sec,
-            max_runtime_sec,
-            created_at,
-            updated_at,
-            outputs: Vec::new(),
-        })
-    })())
+    Ok(LiveStream {
+        id: parse_id(&id, StreamId::parse)?,
+        name: row.get(1)?,
+        stream_key: StreamKey::from_stored(row.get(2)?),
+        status: match row.get::<_, String>(3)?.as_str() {
+            "active" => Status::Active,
+            _ => Status::Idle,
+        },
+        idle_timeout_sec: row.get(4)?,
+        max_runtime_sec: row.get(5)?,
+        created_at: row.get(6)?,
+        updated_at: row.get(7)?,
+        outputs: Vec::new(),
+    })
 }
 
 fn output_from_row(row: &Row<'_>) -> Result<Output, StoreError> {
