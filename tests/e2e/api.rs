@@ -467,7 +467,7 @@ fn auth_failures_get_401_with_a_challenge() {
         Auth::Header("Basic not-base64!"),
     ] {
         for path in ["/v2/video/local/live_streams", "/v2/local/video/live_streams"] {
-            let r = server.send(Method::GET, path, auth_copy(&auth), None);
+            let r = server.send(Method::GET, path, auth, None);
             r.assert_status(401);
             assert_eq!(
                 r.headers.get("www-authenticate").unwrap(),
@@ -492,15 +492,6 @@ fn auth_failures_get_401_with_a_challenge() {
         server.send(Method::GET, "/healthz", Auth::None, None).data()["status"],
         "ok"
     );
-}
-
-fn auth_copy<'a>(a: &Auth<'a>) -> Auth<'a> {
-    match a {
-        Auth::Admin => Auth::Admin,
-        Auth::Basic(k, s) => Auth::Basic(k, s),
-        Auth::Header(h) => Auth::Header(h),
-        Auth::None => Auth::None,
-    }
 }
 
 #[test]

@@ -317,6 +317,7 @@ impl Drop for Server {
 }
 
 /// Which credentials a request carries.
+#[derive(Clone, Copy)]
 pub enum Auth<'a> {
     Admin,
     Basic(&'a str, &'a str),

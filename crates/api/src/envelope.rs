@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use axum::extract::Request;
-use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use oxcast_core::RegistryError;
@@ -116,11 +116,6 @@ impl From<RegistryError> for ApiError {
     }
 }
 
-/// The answer for paths that are no endpoint.
-pub async fn no_route(uri: Uri) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, format!("no endpoint at {}", uri.path()))
-}
-
 /// Wraps every response in the envelope and logs the request.
 pub async fn envelope(req: Request, next: Next) -> Response {
     let started = Instant::now();
@@ -131,7 +126,7 @@ pub async fn envelope(req: Request, next: Next) -> Response {
     let body = match res.extensions_mut().remove::<Payload>() {
         Some(Payload::Data(data)) => format!(r#"{{"request_id":"{request_id}","data":{data}}}"#),
         Some(Payload::Error(message)) => error_body(&request_id, &message),
-        // The router's own answers (no such route, wrong method) and extractor rejections.
+        // The router's own answers (no such route, wrong method).
         None => error_body(&request_id, &router_message(&res, &method, &path)),
     };
     if status.is_server_error() {

@@ -45,9 +45,7 @@ pub fn router(registry: Arc<Registry>, config: ApiConfig) -> Router {
         registry,
         config: Arc::new(config),
     };
-    let routes = admin::routes(state.clone())
-        .merge(health::routes(state))
-        .fallback(envelope::no_route);
+    let routes = admin::routes(state.clone()).merge(health::routes(state));
     // As one service, so the envelope sees the router's finished answers (a 405 with its Allow header).
     Router::new()
         .fallback_service(routes)

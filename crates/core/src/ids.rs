@@ -17,6 +17,14 @@ pub fn random_hex128() -> String {
     })
 }
 
+/// `len` random decimal digits.
+pub fn random_digits(len: usize) -> String {
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
+        .collect()
+}
+
 /// `len` random characters from `[A-Za-z0-9]`.
 pub fn random_alphanumeric(len: usize) -> String {
     rand::rng()

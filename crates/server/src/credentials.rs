@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use oxcast_api::Credentials;
-use oxcast_core::ids::{random_alphanumeric, random_hex128};
+use oxcast_core::ids::{random_alphanumeric, random_digits};
 
 /// File name of the generated credentials inside the storage directory.
 pub(crate) const FILE: &str = "api-credentials";
@@ -49,11 +49,7 @@ pub(crate) fn resolve(
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             // A key shaped like Cloudinary's (digits) and a 32-character secret.
-            let key: String = random_hex128()
-                .bytes()
-                .take(15)
-                .map(|b| char::from(b'0' + b % 10))
-                .collect();
+            let key = random_digits(15);
             let credentials = Credentials {
                 key,
                 secret: random_alphanumeric(32),
