@@ -96,6 +96,11 @@ fn bad_configuration_stops_start_up_with_one_line_and_exit_code_2() {
     assert_config_error(&[], &[("OXCAST__HTTP__LISTEN", "0.0.0.0:99999")], "http.listen");
     assert_config_error(&[], &[("OXCAST__HTTP__LISTN", "x")], "unknown setting http.listn");
     assert_config_error(
+        &[],
+        &[("OXCAST__LOG__FILTER", "info,oxcast=loudly")],
+        "log.filter",
+    );
+    assert_config_error(
         &["--config", "/nonexistent/oxcast.toml"],
         &[],
         "config file /nonexistent/oxcast.toml: not found",

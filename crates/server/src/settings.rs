@@ -159,6 +159,12 @@ impl Settings {
                 "api.cloud_name {cloud_name:?}: use 1 to 64 letters, digits, '_' or '-'"
             )));
         }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.filter) {
+            return Err(SettingsError::from_external(
+                &format!("log.filter {:?}: ", raw.log.filter),
+                e,
+            ));
+        }
         if raw.storage.dir.trim().is_empty() {
             return Err(SettingsError(
                 "storage.dir is empty: name a directory, e.g. ./data".into(),
@@ -296,7 +302,7 @@ mod tests {
     #[test]
     fn errors_name_the_key() {
         type Case<'a> = (Option<&'a str>, &'a [(&'a str, &'a str)], &'a str);
-        let cases: [Case<'_>; 10] = [
+        let cases: [Case<'_>; 11] = [
             (
                 None,
                 &[("OXCAST__RTMP__LISTEN", "nope")],
@@ -323,6 +329,11 @@ mod tests {
             (None, &[("OXCAST__API__CLOUD_NAME", "a/b")], "api.cloud_name"),
             (None, &[("OXCAST__API__KEY", "k")], "api.secret is empty"),
             (None, &[("OXCAST__STORAGE__DIR", " ")], "storage.dir is empty"),
+            (
+                None,
+                &[("OXCAST__LOG__FILTER", "oxcast=loudly")],
+                "log.filter \"oxcast=loudly\"",
+            ),
         ];
         for (contents, vars, wanted) in cases {
             let f = contents.map(file);
