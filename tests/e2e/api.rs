@@ -629,6 +629,16 @@ fn silent_and_garbage_clients_do_not_disturb_others() {
 }
 
 #[test]
+fn every_answer_gets_a_fresh_request_id() {
+    let server = Server::start();
+    let ids: std::collections::HashSet<String> = (0..5)
+        .flat_map(|_| [server.get("/live_streams"), server.get("/live_streams/ZZZ")])
+        .map(|r| r.body["request_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 10, "{ids:?}");
+}
+
+#[test]
 fn head_requests_carry_the_envelope_headers() {
     let server = Server::start();
     let r = server.send(Method::HEAD, "/v2/video/local/live_streams", Auth::Admin, None);
