@@ -1,0 +1,361 @@
+//! Reassembles messages from chunks, each chunk stream on its own (interleaving is allowed), with
+//! memory bounded by [`Limits`].
+
+use bytes::{Buf, BytesMut};
+use thiserror::Error;
+
+use super::{DEFAULT_CHUNK_SIZE, EXTENDED_TIMESTAMP, MAX_CHUNK_SIZE, RawMessage};
+
+/// Bounds on what one peer can make the reader hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest message accepted. A 1080p keyframe at 20 Mbit/s is well under 4 MiB.
+    pub max_message_size: u32,
+    /// Chunk streams one connection may use; encoders use four or five.
+    pub max_chunk_streams: usize,
+    /// Bytes held for messages in progress, all chunk streams together.
+    pub max_buffered: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_size: 16 << 20,
+            max_chunk_streams: 64,
+            max_buffered: 32 << 20,
+        }
+    }
+}
+
+/// Why the chunk stream cannot be read further. Every one ends the connection.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ChunkError {
+    #[error("message of {size} bytes is over the {limit}-byte limit")]
+    MessageTooLarge { size: u32, limit: u32 },
+    #[error("more than {0} chunk streams in use")]
+    TooManyChunkStreams(usize),
+    #[error("messages in progress would hold more than {0} bytes")]
+    BufferLimit(usize),
+    #[error("chunk stream {0} continues a message it never started")]
+    NoPreviousHeader(u32),
+    #[error("Set Chunk Size of {0} is outside 1..=2147483647")]
+    InvalidChunkSize(u32),
+    #[error("protocol control message type {type_id} is {len} bytes, too short")]
+    ShortControlMessage { type_id: u8, len: usize },
+}
+
+/// What a chunk stream remembers between chunks (§5.3.1.2: later headers omit what did not change).
+#[derive(Debug)]
+struct ChunkStream {
+    csid: u32,
+    timestamp: u32,
+    /// The delta (or, after a type-0 header, the absolute value) a type-3 header repeats.
+    timestamp_field: u32,
+    extended: bool,
+    length: u32,
+    type_id: u8,
+    stream_id: u32,
+    /// The message being reassembled; empty between messages.
+    partial: BytesMut,
+    /// Bytes of the current message still to come; 0 between messages.
+    remaining: u32,
+    has_header: bool,
+}
+
+impl ChunkStream {
+    fn new(csid: u32) -> Self {
+        Self {
+            csid,
+            timestamp: 0,
+            timestamp_field: 0,
+            extended: false,
+            length: 0,
+            type_id: 0,
+            stream_id: 0,
+            partial: BytesMut::new(),
+            remaining: 0,
+            has_header: false,
+        }
+    }
+}
+
+/// The incoming half of a chunk stream.
+///
+/// Bytes go in through [`ChunkReader::feed`] (or straight into [`ChunkReader::buffer`] from a
+/// socket read); [`ChunkReader::next_message`] returns complete messages. A message that arrived as one
+/// chunk is a slice of the input buffer, not a copy; a message in several chunks is copied once, into
+/// a buffer of exactly its size. Set Chunk Size and Abort Message are applied here, and still returned.
+#[derive(Debug)]
+pub struct ChunkReader {
+    input: BytesMut,
+    streams: Vec<ChunkStream>,
+    chunk_size: u32,
+    limits: Limits,
+    /// Declared lengths of all messages in progress: what their buffers may grow to.
+    reserved: usize,
+    received: u64,
+}
+
+impl Default for ChunkReader {
+    fn default() -> Self {
+        Self::new(Limits::default())
+    }
+}
+
+const CONTROL_SET_CHUNK_SIZE: u8 = 1;
+const CONTROL_ABORT: u8 = 2;
+
+impl ChunkReader {
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            input: BytesMut::new(),
+            streams: Vec::new(),
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            limits,
+            reserved: 0,
+            received: 0,
+        }
+    }
+
+    /// Appends bytes from the peer.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.received += bytes.len() as u64;
+        self.input.extend_from_slice(bytes);
+    }
+
+    /// The input buffer, to read from a socket into without a copy. Call [`ChunkReader::count_received`]
+    /// with the number of bytes read so acknowledgements stay right.
+    pub fn buffer(&mut self) -> &mut BytesMut {
+        &mut self.input
+    }
+
+    /// Counts bytes placed directly into [`ChunkReader::buffer`].
+    pub fn count_received(&mut self, n: usize) {
+        self.received += n as u64;
+    }
+
+    /// Every byte received so far, for Acknowledgement (§5.4.3).
+    pub fn bytes_received(&self) -> u64 {
+        self.received
+    }
+
+    /// Bytes received but not yet part of a returned message or a message in progress.
+    pub fn buffered(&self) -> usize {
+        self.input.len()
+    }
+
+    /// The peer's current chunk size.
+    pub fn chunk_size(&self) -> u32 {
+        self.chunk_size
+    }
+
+    /// Returns the next complete message, `Ok(None)` when more input is needed.
+    pub fn next_message(&mut self) -> Result<Option<RawMessage>, ChunkError> {
+        loop {
+            match self.next_chunk()? {
+                Chunk::NeedMore => return Ok(None),
+                Chunk::Partial => continue,
+                Chunk::Message(message) => {
+                    self.apply_control(&message)?;
+                    return Ok(Some(message));
+                }
+            }
+        }
+    }
+
+    fn apply_control(&mut self, message: &RawMessage) -> Result<(), ChunkError> {
+        let value = || {
+            crate::be_u32(&message.payload, 0).ok_or(ChunkError::ShortControlMessage {
+                type_id: message.type_id,
+                len: message.payload.len(),
+            })
+        };
+        match message.type_id {
+            CONTROL_SET_CHUNK_SIZE => {
+                // The top bit must be zero (§5.4.1); some peers set it anyway, so it is masked off.
+                let size = value()? & MAX_CHUNK_SIZE;
+                if size == 0 {
+                    return Err(ChunkError::InvalidChunkSize(size));
+                }
+                self.chunk_size = size;
+            }
+            CONTROL_ABORT => {
+                let csid = value()?;
+                if let Some(stream) = self.streams.iter_mut().find(|s| s.csid == csid) {
+                    self.reserved = self.reserved.saturating_sub(stream.length as usize);
+                    stream.partial = BytesMut::new();
+                    stream.remaining = 0;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn stream_index(&mut self, csid: u32) -> Result<usize, ChunkError> {
+        if let Some(i) = self.streams.iter().position(|s| s.csid == csid) {
+            return Ok(i);
+        }
+        if self.streams.len() >= self.limits.max_chunk_streams {
+            return Err(ChunkError::TooManyChunkStreams(self.limits.max_chunk_streams));
+        }
+        self.streams.push(ChunkStream::new(csid));
+        Ok(self.streams.len() - 1)
+    }
+
+    /// Parses one chunk if all of it is buffered.
+    fn next_chunk(&mut self) -> Result<Chunk, ChunkError> {
+        let Some((fmt, csid, basic_len)) = basic_header(&self.input) else {
+            return Ok(Chunk::NeedMore);
+        };
+        let header_len = basic_len + message_header_len(fmt);
+        // Zero-padded to the longest header, so fields a short header lacks read as zero.
+        let mut header = [0u8; 12];
+        let Some(bytes) = self.input.get(basic_len..header_len) else {
+            return Ok(Chunk::NeedMore);
+        };
+        header.iter_mut().zip(bytes).for_each(|(slot, b)| *slot = *b);
+        let u24 = |at: usize| crate::be_u32(&header, at).map_or(0, |v| v >> 8);
+
+        let index = self.stream_index(csid)?;
+        let chunk_size = self.chunk_size;
+        let max_message_size = self.limits.max_message_size;
+        let Some(stream) = self.streams.get_mut(index) else {
+            return Ok(Chunk::NeedMore);
+        };
+        if fmt != 0 && !stream.has_header {
+            return Err(ChunkError::NoPreviousHeader(csid));
+        }
+        // The timestamp field of this header, or, for type 3, the one it repeats.
+        let (field, extended) = if fmt < 3 {
+            let field = u24(0);
+            (field, field == EXTENDED_TIMESTAMP)
+        } else {
+            (stream.timestamp_field, stream.extended)
+        };
+        let mut pos = header_len;
+        let field = if extended {
+            // Type-3 chunks repeat the extended timestamp after a header that had one (§5.3.1.3).
+            let Some(value) = crate::be_u32(&self.input, pos) else {
+                return Ok(Chunk::NeedMore);
+            };
+            pos += 4;
+            value
+        } else {
+            field
+        };
+        let (length, type_id) = if fmt <= 1 {
+            (u24(3), header[6])
+        } else {
+            (stream.length, stream.type_id)
+        };
+        // The one little-endian field of RTMP (§5.3.1.2.1).
+        let stream_id = if fmt == 0 {
+            crate::be_u32(&header, 7).map_or(0, u32::swap_bytes)
+        } else {
+            stream.stream_id
+        };
+
+        let continuing = fmt == 3 && stream.remaining > 0;
+        if !continuing && length > max_message_size {
+            return Err(ChunkError::MessageTooLarge {
+                size: length,
+                limit: max_message_size,
+            });
+        }
+        let remaining = if continuing { stream.remaining } else { length };
+        let body_len = remaining.min(chunk_size) as usize;
+        if self.input.len() < pos + body_len {
+            return Ok(Chunk::NeedMore);
+        }
+
+        // The whole chunk is here: commit the header, then take the body.
+        if !continuing {
+            if stream.remaining > 0 {
+                // A new header in the middle of a message drops the unfinished one, as Abort would.
+                self.reserved = self.reserved.saturating_sub(stream.length as usize);
+                stream.partial = BytesMut::new();
+            }
+            stream.timestamp = match fmt {
+                0 => field,
+                _ => stream.timestamp.wrapping_add(field),
+            };
+            stream.timestamp_field = field;
+            stream.extended = extended;
+            stream.length = length;
+            stream.type_id = type_id;
+            stream.stream_id = stream_id;
+            stream.has_header = true;
+            stream.remaining = length;
+        }
+        self.input.advance(pos);
+
+        if !continuing && length <= chunk_size {
+            // The whole message is one chunk: hand out a slice of the input, no copy.
+            let payload = self.input.split_to(body_len).freeze();
+            stream.remaining = 0;
+            return Ok(Chunk::Message(message_of(stream, payload)));
+        }
+        if !continuing {
+            let budget = self.reserved + length as usize;
+            if budget > self.limits.max_buffered {
+                return Err(ChunkError::BufferLimit(self.limits.max_buffered));
+            }
+            self.reserved = budget;
+            stream.partial = BytesMut::with_capacity(length as usize);
+        }
+        stream
+            .partial
+            .extend_from_slice(self.input.get(..body_len).unwrap_or_default());
+        self.input.advance(body_len);
+        stream.remaining -= body_len as u32;
+        if stream.remaining > 0 {
+            return Ok(Chunk::Partial);
+        }
+        self.reserved = self.reserved.saturating_sub(stream.length as usize);
+        let payload = std::mem::take(&mut stream.partial).freeze();
+        Ok(Chunk::Message(message_of(stream, payload)))
+    }
+}
+
+/// Message header sizes for formats 0..=3 (§5.3.1.2).
+fn message_header_len(fmt: u8) -> usize {
+    match fmt {
+        0 => 11,
+        1 => 7,
+        2 => 3,
+        _ => 0,
+    }
+}
+
+/// The basic header (§5.3.1.1): format, chunk stream id, and its own length (1 to 3 bytes).
+fn basic_header(input: &[u8]) -> Option<(u8, u32, usize)> {
+    let first = *input.first()?;
+    let fmt = first >> 6;
+    Some(match first & 0x3F {
+        0 => (fmt, 64 + u32::from(*input.get(1)?), 2),
+        1 => (
+            fmt,
+            64 + u32::from(*input.get(1)?) + 256 * u32::from(*input.get(2)?),
+            3,
+        ),
+        n => (fmt, u32::from(n), 1),
+    })
+}
+
+fn message_of(stream: &ChunkStream, payload: bytes::Bytes) -> RawMessage {
+    RawMessage {
+        csid: stream.csid,
+        timestamp: stream.timestamp,
+        type_id: stream.type_id,
+        stream_id: stream.stream_id,
+        payload,
+    }
+}
+
+enum Chunk {
+    NeedMore,
+    /// A chunk was consumed; its message is not complete yet.
+    Partial,
+    Message(RawMessage),
+}

@@ -1,0 +1,351 @@
+//! ServerSession and ClientSession: back to back, against captures of real encoders and of
+//! nginx-rtmp, and against hostile input.
+
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use oxcast_rtmp::amf0::Value;
+use oxcast_rtmp::handshake::Scheme;
+use oxcast_rtmp::{
+    ClientConfig, ClientEvent, ClientSession, PublishMode, PublishRejection, ServerConfig, ServerEvent,
+    ServerSession, SessionError,
+};
+use proptest::prelude::*;
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/fixtures/rtmp")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {} is missing: {e}", path.display()))
+}
+
+/// How a test answers requests.
+#[derive(Clone, Copy)]
+enum Decision {
+    Accept,
+    RejectConnect,
+    RejectPublish,
+}
+
+/// Feeds `input` in pieces, answering requests, and collects every event.
+fn serve(server: &mut ServerSession, input: &[u8], piece: usize, decision: Decision) -> Vec<ServerEvent> {
+    let mut events = Vec::new();
+    for bytes in input.chunks(piece) {
+        let mut batch = server.handle_input(bytes).unwrap();
+        while let Some(request) = batch.last().filter(|e| is_request(e)).cloned() {
+            match (&request, decision) {
+                (ServerEvent::ConnectRequested { .. }, Decision::RejectConnect) => {
+                    server.reject_connect("no such app").unwrap()
+                }
+                (ServerEvent::ConnectRequested { .. }, _) => server.accept_connect().unwrap(),
+                (_, Decision::RejectPublish) => server
+                    .reject_publish(PublishRejection::Unauthorized, "bad key")
+                    .unwrap(),
+                _ => server.accept_publish().unwrap(),
+            }
+            events.append(&mut batch);
+            batch = server.handle_input(&[]).unwrap();
+        }
+        events.append(&mut batch);
+    }
+    events
+}
+
+fn is_request(event: &ServerEvent) -> bool {
+    matches!(
+        event,
+        ServerEvent::ConnectRequested { .. } | ServerEvent::PublishRequested { .. }
+    )
+}
+
+#[derive(Debug, Default, PartialEq)]
+struct Counts {
+    video: usize,
+    audio: usize,
+    data: usize,
+    unpublished: usize,
+}
+
+fn count(events: &[ServerEvent]) -> Counts {
+    let mut c = Counts::default();
+    for event in events {
+        match event {
+            ServerEvent::Video { .. } => c.video += 1,
+            ServerEvent::Audio { .. } => c.audio += 1,
+            ServerEvent::Metadata { .. } | ServerEvent::Data { .. } => c.data += 1,
+            ServerEvent::Unpublished { .. } => c.unpublished += 1,
+            _ => {}
+        }
+    }
+    c
+}
+
+#[test]
+fn captures_of_four_encoders_replay_with_every_message() {
+    for (name, data, scheme) in [
+        ("ffmpeg", 1, Scheme::Digest0),
+        ("gst-rtmp2sink", 16, Scheme::Simple),
+        ("librtmp", 16, Scheme::Simple),
+        ("node-media-server", 1, Scheme::Simple),
+    ] {
+        let input = fixture(&format!("{name}.c2s.bin"));
+        for piece in [1, 137, 4096, input.len()] {
+            let mut server = ServerSession::new(ServerConfig::default());
+            let events = serve(&mut server, &input, piece, Decision::Accept);
+            let want = Counts {
+                video: 122,
+                audio: 190,
+                data,
+                unpublished: 1,
+            };
+            assert_eq!(count(&events), want, "{name} in {piece}-byte pieces");
+            let connect = events.iter().find_map(|e| match e {
+                ServerEvent::ConnectRequested { app, .. } => Some(app.clone()),
+                _ => None,
+            });
+            assert_eq!(connect.as_deref(), Some("live"), "{name}");
+            let publish = events.iter().find_map(|e| match e {
+                ServerEvent::PublishRequested { stream_key, mode, .. } => Some((stream_key.clone(), *mode)),
+                _ => None,
+            });
+            assert_eq!(publish, Some((name.to_owned(), PublishMode::Live)), "{name}");
+            if piece == input.len() {
+                let s1_version = &server.take_outbound()[5..9];
+                assert_eq!(
+                    s1_version == [0; 4],
+                    scheme == Scheme::Simple,
+                    "{name}: answered in the client's scheme"
+                );
+            }
+            assert!(
+                events
+                    .iter()
+                    .any(|e| matches!(e, ServerEvent::Metadata { properties, .. }
+                if properties.get("width").and_then(Value::as_number) == Some(640.0))),
+                "{name}: metadata"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_server_answers_ffmpeg_in_the_digest_scheme() {
+    let input = fixture("ffmpeg.c2s.bin");
+    let mut server = ServerSession::new(ServerConfig::default());
+    server.handle_input(&input[..1537]).unwrap();
+    let s0s1s2 = server.take_outbound();
+    assert_eq!(s0s1s2.len(), 1 + 2 * 1536);
+    // S1 carries a version, as digest-scheme servers send; the simple scheme sends zeros there.
+    assert_ne!(&s0s1s2[5..9], &[0, 0, 0, 0]);
+}
+
+#[test]
+fn client_session_publishes_against_nginx_rtmp_answers() {
+    // nginx-rtmp's bytes from a real session; the client does not check S2, so they replay. Only
+    // captures whose client numbered its transactions as ours does (createStream = 4) apply.
+    for name in ["ffmpeg", "librtmp"] {
+        let answers = fixture(&format!("{name}.s2c.bin"));
+        let mut client = ClientSession::new(ClientConfig::new("live", "rtmp://127.0.0.1/live", name));
+        let mut events = Vec::new();
+        for piece in answers.chunks(100) {
+            match client.handle_input(piece) {
+                Ok(mut more) => events.append(&mut more),
+                Err(e) => panic!("{name}: {e}"),
+            }
+            if client.is_publishing() {
+                break;
+            }
+        }
+        assert_eq!(events.first(), Some(&ClientEvent::Connected), "{name}");
+        assert!(
+            events.contains(&ClientEvent::Publishing { stream_id: 1 }),
+            "{name}: {events:?}"
+        );
+    }
+}
+
+/// Pumps bytes both ways until neither side has anything to send.
+fn pump(
+    client: &mut ClientSession,
+    server: &mut ServerSession,
+    decision: Decision,
+) -> Result<Vec<ServerEvent>, SessionError> {
+    let mut events = Vec::new();
+    loop {
+        let to_server = client.take_outbound();
+        let mut new = serve(server, &to_server, to_server.len().max(1), decision);
+        events.append(&mut new);
+        let to_client = server.take_outbound();
+        if to_server.is_empty() && to_client.is_empty() {
+            return Ok(events);
+        }
+        client.handle_input(&to_client)?;
+    }
+}
+
+#[test]
+fn client_and_server_back_to_back_exchange_a_publish_byte_exactly() {
+    for scheme in [Scheme::Simple, Scheme::Digest0, Scheme::Digest1] {
+        let mut config = ClientConfig::new("streams", "rtmp://127.0.0.1:1935/streams", "the-key");
+        config.scheme = scheme;
+        config.chunk_size = 1000;
+        let mut client = ClientSession::new(config);
+        let mut server = ServerSession::new(ServerConfig {
+            chunk_size: 333,
+            ..ServerConfig::default()
+        });
+        let setup = pump(&mut client, &mut server, Decision::Accept).unwrap();
+        assert!(client.is_publishing());
+        assert!(
+            matches!(&setup[0], ServerEvent::ConnectRequested { app, tc_url: Some(url), .. }
+            if app == "streams" && url == "rtmp://127.0.0.1:1935/streams")
+        );
+        assert!(
+            matches!(&setup[1], ServerEvent::PublishRequested { stream_key, mode: PublishMode::Live, .. }
+            if stream_key == "the-key")
+        );
+
+        let metadata = Value::EcmaArray(vec![
+            ("width".into(), Value::Number(1280.0)),
+            ("encoder".into(), Value::string("test")),
+        ]);
+        client.send_metadata(metadata.clone()).unwrap();
+        let mut sent = vec![ServerEvent::Metadata {
+            timestamp: 0,
+            properties: metadata,
+        }];
+        let mut timestamp = 0u32;
+        for i in 0..300u32 {
+            let len = [5, 900, 1000, 1001, 40_000][i as usize % 5];
+            let payload = Bytes::from((0..len).map(|j| (i + j as u32) as u8).collect::<Vec<_>>());
+            // Cross the 24-bit boundary so extended timestamps are exercised.
+            timestamp = if i == 150 { 0xFF_FF00 } else { timestamp + 21 };
+            if i % 3 == 0 {
+                client.send_audio(timestamp, &payload).unwrap();
+                sent.push(ServerEvent::Audio { timestamp, payload });
+            } else {
+                client.send_video(timestamp, &payload).unwrap();
+                sent.push(ServerEvent::Video { timestamp, payload });
+            }
+        }
+        client.unpublish().unwrap();
+        sent.push(ServerEvent::Unpublished {
+            stream_key: "the-key".into(),
+        });
+        let received = pump(&mut client, &mut server, Decision::Accept).unwrap();
+        assert_eq!(received, sent, "{scheme:?}");
+    }
+}
+
+#[test]
+fn refusals_reach_the_client_as_typed_errors() {
+    let mut client = ClientSession::new(ClientConfig::new("nope", "rtmp://h/nope", "k"));
+    let mut server = ServerSession::new(ServerConfig::default());
+    let err = pump(&mut client, &mut server, Decision::RejectConnect).unwrap_err();
+    assert!(
+        matches!(&err, SessionError::Refused { command: "connect", code, description }
+        if code == "NetConnection.Connect.Rejected" && description == "no such app"),
+        "{err}"
+    );
+
+    let mut client = ClientSession::new(ClientConfig::new("streams", "rtmp://h/streams", "wrong"));
+    let mut server = ServerSession::new(ServerConfig::default());
+    let err = pump(&mut client, &mut server, Decision::RejectPublish).unwrap_err();
+    assert!(
+        matches!(&err, SessionError::Refused { command: "publish", code, .. }
+        if code == "NetStream.Publish.Unauthorized"),
+        "{err}"
+    );
+    // Once refused, the server reads nothing more.
+    assert_eq!(server.handle_input(&[0xFF; 64]).unwrap(), vec![]);
+}
+
+#[test]
+fn publish_type_is_case_insensitive_and_unknown_types_are_refused() {
+    let input = fixture("librtmp.c2s.bin");
+    // librtmp sends "live"; the bytes are patched to "LIVE" and to "lxve" (same length, same framing).
+    let publish = input.windows(7).position(|w| w == b"publish").unwrap();
+    let at = publish
+        + input[publish..]
+            .windows(6)
+            .position(|w| w == b"\x00\x04live")
+            .unwrap();
+    for (word, accepted) in [(&b"LIVE"[..], true), (&b"lxve"[..], false)] {
+        let mut patched = input.clone();
+        patched[at + 2..at + 6].copy_from_slice(word);
+        let mut server = ServerSession::new(ServerConfig::default());
+        let events = serve(&mut server, &patched, 4096, Decision::Accept);
+        let requested = events.iter().any(|e| {
+            matches!(
+                e,
+                ServerEvent::PublishRequested {
+                    mode: PublishMode::Live,
+                    ..
+                }
+            )
+        });
+        assert_eq!(requested, accepted);
+        if !accepted {
+            let answer = String::from_utf8_lossy(&server.take_outbound()).into_owned();
+            assert!(answer.contains("NetStream.Publish.BadName"));
+            assert_eq!(count(&events).video, 0);
+        }
+    }
+}
+
+#[test]
+fn a_peer_that_floods_a_pending_request_is_cut_off() {
+    let input = fixture("ffmpeg.c2s.bin");
+    let mut server = ServerSession::new(ServerConfig {
+        limits: oxcast_rtmp::Limits {
+            max_message_size: 1 << 16,
+            max_chunk_streams: 8,
+            max_buffered: 1 << 16,
+        },
+        ..ServerConfig::default()
+    });
+    // Never answer the connect request: the rest of the capture must not pile up without bound.
+    let mut result = Ok(Vec::new());
+    for piece in input.chunks(4096) {
+        result = server.handle_input(piece);
+        if result.is_err() {
+            break;
+        }
+    }
+    assert!(matches!(result, Err(SessionError::Flooded(_))), "{result:?}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// After a real handshake and connect, any bytes give events or a typed error, never a panic.
+    #[test]
+    fn garbage_after_a_valid_start_never_panics(garbage in prop::collection::vec(any::<u8>(), 0..4000), cut in 0usize..1600) {
+        let input = fixture("gst-rtmp2sink.c2s.bin");
+        let mut server = ServerSession::new(ServerConfig::default());
+        let start = &input[..(3073 + cut).min(input.len())];
+        let _ = serve_fallible(&mut server, start);
+        let _ = serve_fallible(&mut server, &garbage);
+    }
+
+    #[test]
+    fn garbage_from_the_first_byte_never_panics(garbage in prop::collection::vec(any::<u8>(), 0..5000)) {
+        let mut server = ServerSession::new(ServerConfig::default());
+        let _ = serve_fallible(&mut server, &garbage);
+        let mut client = ClientSession::new(ClientConfig::new("a", "rtmp://h/a", "k"));
+        let _ = client.handle_input(&garbage);
+    }
+}
+
+fn serve_fallible(server: &mut ServerSession, input: &[u8]) -> Result<(), SessionError> {
+    let mut events = server.handle_input(input)?;
+    while let Some(last) = events.last() {
+        match last {
+            ServerEvent::ConnectRequested { .. } => server.accept_connect()?,
+            ServerEvent::PublishRequested { .. } => server.accept_publish()?,
+            _ => break,
+        }
+        events = server.handle_input(&[])?;
+    }
+    Ok(())
+}
