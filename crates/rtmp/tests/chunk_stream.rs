@@ -1,5 +1,6 @@
 //! The chunk reader against the chunk writer, and against an independent encoder that interleaves
 //! chunk streams the way the writer never does.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use bytes::Bytes;
 use oxcast_rtmp::chunk::{ChunkError, ChunkReader, ChunkWriter, Limits, Outbound, RawMessage};
@@ -44,10 +45,11 @@ fn read_all(reader: &mut ChunkReader, bytes: &[u8], pieces: &[usize]) -> Vec<Raw
 fn ordered(mut messages: Vec<RawMessage>) -> Vec<RawMessage> {
     let mut last: std::collections::HashMap<u32, u32> = Default::default();
     for m in &mut messages {
-        if let Some(prev) = last.get(&m.csid) {
-            if m.timestamp < *prev && m.timestamp % 3 != 0 {
-                m.timestamp = *prev;
-            }
+        if let Some(prev) = last.get(&m.csid)
+            && m.timestamp < *prev
+            && m.timestamp % 3 != 0
+        {
+            m.timestamp = *prev;
         }
         last.insert(m.csid, m.timestamp);
     }
