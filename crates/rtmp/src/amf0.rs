@@ -104,6 +104,19 @@ pub fn read_all(mut input: &[u8]) -> Result<Vec<Value>, Amf0Error> {
     Ok(values)
 }
 
+/// Reads values until the input ends or one cannot be read; returns those read. For data messages,
+/// whose content is informational: an odd value must not end a publish.
+pub fn read_prefix(mut input: &[u8]) -> Vec<Value> {
+    let mut values = Vec::new();
+    while !input.is_empty() {
+        match read_value(&mut input, 0) {
+            Ok(value) => values.push(value),
+            Err(_) => break,
+        }
+    }
+    values
+}
+
 /// Reads one value from the front of `input` and advances it past the value.
 pub fn read(input: &mut &[u8]) -> Result<Value, Amf0Error> {
     read_value(input, 0)

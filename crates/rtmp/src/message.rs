@@ -129,7 +129,8 @@ pub enum Message {
     Audio(Bytes),
     /// An FLV video tag body, untouched.
     Video(Bytes),
-    /// A data message (`@setDataFrame`, `onMetaData`, ...): its values, and its bytes to forward as-is.
+    /// A data message (`@setDataFrame`, `onMetaData`, ...): its values (those readable: data is
+    /// informational and passed on as its bytes), and its bytes to forward as-is.
     Data {
         values: Vec<Value>,
         payload: Bytes,
@@ -214,14 +215,14 @@ impl Message {
             AUDIO => Message::Audio(raw.payload.clone()),
             VIDEO => Message::Video(raw.payload.clone()),
             DATA_AMF0 => Message::Data {
-                values: amf0::read_all(payload)?,
+                values: amf0::read_prefix(payload),
                 payload: raw.payload.clone(),
             },
             // AMF3 data and commands that hold AMF0 values after a leading format byte (§7.1.1-2).
             DATA_AMF3 => {
                 let body = raw.payload.slice(payload.len().min(1)..);
                 Message::Data {
-                    values: amf0::read_all(&body)?,
+                    values: amf0::read_prefix(&body),
                     payload: body,
                 }
             }

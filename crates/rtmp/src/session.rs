@@ -43,6 +43,8 @@ struct Link {
     /// The peer's Window Acknowledgement Size: we acknowledge after that many bytes.
     ack_window: Option<u32>,
     acked: u64,
+    /// The Window Acknowledgement Size we announced, if any.
+    announced_window: Option<u32>,
     limits: Limits,
 }
 
@@ -54,6 +56,7 @@ impl Link {
             out: Outbound::new(),
             ack_window: None,
             acked: 0,
+            announced_window: None,
             limits,
         }
     }
@@ -94,6 +97,12 @@ impl Link {
         self.send(csid::COMMAND, 0, stream_id, &command);
     }
 
+    /// Asks the peer to acknowledge every `size` bytes it receives from us.
+    fn announce_window(&mut self, size: u32) {
+        self.control(Message::WindowAckSize(size));
+        self.announced_window = Some(size);
+    }
+
     /// Announces and starts using an outgoing chunk size.
     fn set_chunk_size(&mut self, size: u32) {
         self.control(Message::SetChunkSize(size));
@@ -117,10 +126,13 @@ impl Link {
                 Message::UserControl(UserControl::PingRequest(time)) => {
                     self.control(Message::UserControl(UserControl::PingResponse(time)));
                 }
-                Message::SetChunkSize(_)
-                | Message::Abort { .. }
-                | Message::Acknowledgement { .. }
-                | Message::SetPeerBandwidth { .. } => {}
+                // The peer limits our output: answer with a matching window if ours differs (§5.4.5).
+                Message::SetPeerBandwidth { size, .. } => {
+                    if self.announced_window != Some(size) {
+                        self.announce_window(size);
+                    }
+                }
+                Message::SetChunkSize(_) | Message::Abort { .. } | Message::Acknowledgement { .. } => {}
                 message => return Ok(Some((raw, message))),
             }
         }

@@ -350,3 +350,80 @@ fn serve_fallible(server: &mut ServerSession, input: &[u8]) -> Result<(), Sessio
     }
     Ok(())
 }
+
+/// Every message in `bytes` (a peer's output after the handshake).
+fn messages_in(bytes: &[u8]) -> Vec<oxcast_rtmp::Message> {
+    let mut reader = oxcast_rtmp::ChunkReader::default();
+    reader.feed(bytes);
+    let mut out = Vec::new();
+    while let Some(raw) = reader.next_message().unwrap() {
+        out.push(oxcast_rtmp::Message::decode(&raw).unwrap());
+    }
+    out
+}
+
+#[test]
+fn windows_acknowledgements_and_pings_follow_the_spec() {
+    use oxcast_rtmp::Message;
+    use oxcast_rtmp::message::UserControl;
+    let mut client = ClientSession::new(ClientConfig::new("streams", "rtmp://h/streams", "k"));
+    let mut server = ServerSession::new(ServerConfig {
+        window_ack_size: 100_000,
+        ..ServerConfig::default()
+    });
+    let mut to_server = Vec::new();
+    let mut from_server = Vec::new();
+    loop {
+        let bytes = client.take_outbound();
+        to_server.extend_from_slice(&bytes);
+        serve(&mut server, &bytes, bytes.len().max(1), Decision::Accept);
+        let answer = server.take_outbound();
+        from_server.extend_from_slice(&answer);
+        if bytes.is_empty() && answer.is_empty() {
+            break;
+        }
+        client.handle_input(&answer).unwrap();
+    }
+    // The client answered Set Peer Bandwidth with the same window (RTMP 1.0 §5.4.5).
+    assert!(messages_in(&to_server[3073..]).contains(&Message::WindowAckSize(100_000)));
+
+    // 300 kB of media: the server acknowledges each 100 kB window with the running byte count.
+    let frame = Bytes::from(vec![0x17; 10_000]);
+    for i in 0..30 {
+        client.send_video(i * 33, &frame).unwrap();
+    }
+    let media = client.take_outbound();
+    serve(&mut server, &media, 4096, Decision::Accept);
+    // A ping, on the control chunk stream.
+    let ping = [0x02, 0, 0, 0, 0, 0, 6, 4, 0, 0, 0, 0, 0, 6, 0, 0, 0x30, 0x39];
+    serve(&mut server, &ping, ping.len(), Decision::Accept);
+    from_server.extend_from_slice(&server.take_outbound());
+    let answers = messages_in(&from_server[3073..]);
+    let acks: Vec<u32> = answers
+        .iter()
+        .filter_map(|m| match m {
+            Message::Acknowledgement { sequence } => Some(*sequence),
+            _ => None,
+        })
+        .collect();
+    assert!(acks.len() >= 2, "{acks:?}");
+    assert!(acks.windows(2).all(|w| w[1] >= w[0] + 100_000), "{acks:?}");
+    assert!(answers.contains(&Message::UserControl(UserControl::PingResponse(12345))));
+}
+
+#[test]
+fn an_unreadable_data_message_does_not_end_the_publish() {
+    let mut client = ClientSession::new(ClientConfig::new("streams", "rtmp://h/streams", "k"));
+    let mut server = ServerSession::new(ServerConfig::default());
+    pump(&mut client, &mut server, Decision::Accept).unwrap();
+    // onTextData holding an AMF0 reference (0x07), which no encoder's metadata needs.
+    let odd = Bytes::from_static(b"\x02\x00\x0aonTextData\x07\x00\x01");
+    client.send_data(10, &odd).unwrap();
+    client
+        .send_video(20, &Bytes::from_static(&[0x17, 1, 0, 0, 0]))
+        .unwrap();
+    let events = pump(&mut client, &mut server, Decision::Accept).unwrap();
+    assert!(matches!(&events[0], ServerEvent::Data { payload, values, .. }
+        if *payload == odd && values == &[Value::string("onTextData")]));
+    assert!(matches!(&events[1], ServerEvent::Video { timestamp: 20, .. }));
+}

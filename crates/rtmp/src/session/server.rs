@@ -376,7 +376,7 @@ impl ServerSession {
             return Ok(());
         };
         let window = self.config.window_ack_size;
-        self.link.control(Message::WindowAckSize(window));
+        self.link.announce_window(window);
         self.link.control(Message::SetPeerBandwidth {
             size: window,
             limit: BandwidthLimit::Dynamic,
