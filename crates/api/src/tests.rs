@@ -13,7 +13,7 @@ use super::*;
 struct NoOutputs;
 
 impl OutputRunner for NoOutputs {
-    fn stream_active(&self, _: &LiveStream) {}
+    fn stream_active(&self, _: &LiveStream, _: &std::sync::Arc<oxcast_core::StreamBus>) {}
     fn stream_idle(&self, _: &StreamId, _: IdleReason) {}
 }
 

@@ -8,6 +8,7 @@
 //! It is not an HTTP layer (that is `oxcast-api`) and does no media work: outputs are started and
 //! stopped through the [`OutputRunner`] trait, which the server implements with the output crates.
 
+pub mod bus;
 pub mod clock;
 pub mod ids;
 pub mod model;
@@ -15,6 +16,7 @@ pub mod registry;
 pub mod rules;
 pub mod store;
 
+pub use bus::{BusEvent, StreamBus, Subscriber};
 pub use ids::{OutputId, StreamId, StreamKey};
 pub use model::{
     IdleReason, LiveStream, NewOutput, NewStream, Output, OutputKind, OutputPatch, Status, StreamPatch,

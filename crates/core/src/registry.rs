@@ -15,6 +15,7 @@ use tokio::time::{Duration, Instant};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use self::session::{PublisherSlot, Session, watch_deadline};
+use crate::bus::StreamBus;
 use crate::clock::now_ms;
 use crate::ids::{OutputId, StreamId, StreamKey};
 use crate::model::{
@@ -29,8 +30,8 @@ use crate::store::{Store, StoreError};
 /// Called while the registry holds its lock: implementations must return quickly (spawn the work)
 /// and must not call back into the registry before returning.
 pub trait OutputRunner: Send + Sync + 'static {
-    /// The stream went active: start its outputs.
-    fn stream_active(&self, stream: &LiveStream);
+    /// The stream went active: start its outputs, which read the publisher's media from `bus`.
+    fn stream_active(&self, stream: &LiveStream, bus: &Arc<StreamBus>);
     /// The stream went idle: stop its outputs (end the playlist, finalize the archive, close relays).
     fn stream_idle(&self, stream_id: &StreamId, reason: IdleReason);
 }
@@ -67,6 +68,7 @@ pub enum PublishRefused {
 /// another publisher has taken over since.
 pub struct Publisher {
     stream_id: StreamId,
+    bus: Arc<StreamBus>,
     id: u64,
     stop: CancellationToken,
     registry: Weak<Registry>,
@@ -77,6 +79,11 @@ impl Publisher {
     /// The stream this publisher feeds.
     pub fn stream_id(&self) -> &StreamId {
         &self.stream_id
+    }
+
+    /// Where this publisher's media goes.
+    pub fn bus(&self) -> &Arc<StreamBus> {
+        &self.bus
     }
 
     /// Resolves when the connection must close: another publisher took over, or the stream went idle.
@@ -284,21 +291,25 @@ impl Registry {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             stop: CancellationToken::new(),
         };
-        match sessions.get_mut(&id) {
+        let bus = match sessions.get_mut(&id) {
             Some(session) => {
                 if let Some(old) = session.publisher.replace(slot.clone()) {
                     old.stop.cancel();
                     tracing::info!(stream_id = %id, "new publisher took over the stream");
                 }
                 session.reschedule();
+                // The session goes on with another encoder: its timestamps start afresh.
+                session.bus.discontinuity();
+                session.bus.clone()
             }
             None => {
                 self.start_session(&mut sessions, &stream, Some(slot.clone()))
                     .await?
             }
-        }
+        };
         Ok(Publisher {
             stream_id: id,
+            bus,
             id: slot.id,
             stop: slot.stop,
             registry: self.this.clone(),
@@ -480,14 +491,16 @@ impl Registry {
         sessions: &mut Sessions<'_>,
         stream: &LiveStream,
         publisher: Option<PublisherSlot>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Arc<StreamBus>, StoreError> {
         self.store
             .set_status(&stream.id, Status::Active, Some(now_ms()))
             .await?;
         let now = Instant::now();
         let generation = self.next_id.fetch_add(1, Ordering::Relaxed);
         let by_publish = publisher.is_some();
+        let bus = Arc::new(StreamBus::new());
         let session = Session {
+            bus: bus.clone(),
             generation,
             activated_at: now,
             input_lost_at: now,
@@ -510,9 +523,9 @@ impl Registry {
         ));
         let mut active = stream.clone();
         active.status = Status::Active;
-        self.runner.stream_active(&active);
+        self.runner.stream_active(&active, &bus);
         tracing::info!(stream_id = %stream.id, by_publish, "live stream active");
-        Ok(())
+        Ok(bus)
     }
 
     /// Ends a session. A transition the user asked for is refused if it cannot be recorded; one the
@@ -530,8 +543,11 @@ impl Registry {
             }
             tracing::warn!(stream_id = %id, "recording idle state failed: {e}");
         }
-        if let Some(publisher) = sessions.remove(id).and_then(|s| s.publisher) {
-            publisher.stop.cancel();
+        if let Some(session) = sessions.remove(id) {
+            session.bus.end();
+            if let Some(publisher) = session.publisher {
+                publisher.stop.cancel();
+            }
         }
         self.runner.stream_idle(id, reason);
         tracing::info!(stream_id = %id, %reason, "live stream idle");

@@ -1,13 +1,15 @@
 //! Where the lifecycle meets the output crates. Until ingest, HLS, archive and simulcast exist,
 //! a session has no outputs to run, and this only reports the transitions.
 
-use oxcast_core::{IdleReason, LiveStream, OutputRunner, StreamId};
+use std::sync::Arc;
+
+use oxcast_core::{IdleReason, LiveStream, OutputRunner, StreamBus, StreamId};
 
 /// Runs each active stream's outputs.
 pub(crate) struct Outputs;
 
 impl OutputRunner for Outputs {
-    fn stream_active(&self, stream: &LiveStream) {
+    fn stream_active(&self, stream: &LiveStream, _bus: &Arc<StreamBus>) {
         tracing::debug!(stream_id = %stream.id, outputs = stream.outputs.len(), "starting outputs");
     }
 

@@ -1,12 +1,13 @@
 //! The running part of an active stream: who publishes, and when it must go idle.
 
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 
 use tokio::sync::watch;
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::Registry;
+use crate::bus::StreamBus;
 use crate::ids::StreamId;
 use crate::model::IdleReason;
 
@@ -27,6 +28,8 @@ pub(super) struct Deadline {
 
 /// An active stream's session.
 pub(super) struct Session {
+    /// The publisher's media, fanned out to the outputs.
+    pub(super) bus: Arc<StreamBus>,
     /// Distinguishes this session from an earlier one of the same stream.
     pub(super) generation: u64,
     pub(super) activated_at: Instant,

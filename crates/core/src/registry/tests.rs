@@ -14,7 +14,7 @@ impl Recorder {
 }
 
 impl OutputRunner for Recorder {
-    fn stream_active(&self, stream: &LiveStream) {
+    fn stream_active(&self, stream: &LiveStream, _: &Arc<crate::StreamBus>) {
         self.0.lock().unwrap().push(format!("active {}", stream.id));
     }
     fn stream_idle(&self, stream_id: &StreamId, reason: IdleReason) {
@@ -423,4 +423,23 @@ async fn shutdown_ends_every_session() {
     for s in f.registry.list_streams().await.unwrap() {
         assert_eq!(s.status, Status::Idle);
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn publishers_of_one_session_share_its_bus_and_a_new_one_marks_a_discontinuity() {
+    let f = fixture();
+    let s = f.registry.create_stream(timeouts(5, 100)).await.unwrap();
+    let first = f.registry.publish_started(s.stream_key.as_str()).await.unwrap();
+    let mut output = first.bus().subscribe();
+    let second = f.registry.publish_started(s.stream_key.as_str()).await.unwrap();
+    assert!(
+        Arc::ptr_eq(first.bus(), second.bus()),
+        "a takeover continues the same session"
+    );
+    assert_eq!(output.recv().await, Some(crate::BusEvent::Discontinuity));
+    f.registry.idle(&s.id).await.unwrap();
+    assert_eq!(output.recv().await, None, "the stream's end reaches its outputs");
+    // The next session has a bus of its own.
+    let third = f.registry.publish_started(s.stream_key.as_str()).await.unwrap();
+    assert!(!Arc::ptr_eq(first.bus(), third.bus()));
 }
