@@ -1,0 +1,94 @@
+//! A publishing server session on arbitrary encoder bytes, with requests accepted or rejected.
+//!
+//! Input: `[mode, decisions, plan0, plan1, plan2, plan3, encoder bytes...]`. With bit 0 of `mode`
+//! set, a valid C0+C1+C2 (version 3, then zeros: the simple scheme) goes before the encoder bytes,
+//! so the fuzzer spends its time on the chunk stream and the commands rather than on the handshake.
+//! The bytes arrive in pieces cut by `oxcast_rtmp_fuzz::pieces`. The n-th request
+//! (`ConnectRequested`/`PublishRequested`) is rejected if bit `n % 8` of `decisions` is set, accepted
+//! otherwise; then `handle_input(&[])` goes on. Outbound bytes are taken after every call.
+//!
+//! Errors are fine. Checked besides "no panic": a request event can always be answered; with no
+//! request pending, `accept_*`/`reject_*` refuse; an accepted publish shows in `publishing()`; after
+//! a rejection no further event comes; the server's first bytes are a 3073-byte S0+S1+S2.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use oxcast_rtmp::handshake::PACKET_LEN;
+use oxcast_rtmp::{PublishRejection, ServerConfig, ServerEvent, ServerSession};
+use oxcast_rtmp_fuzz::{header, pieces};
+
+const HANDSHAKE: usize = 1 + 2 * PACKET_LEN;
+
+fuzz_target!(|data: &[u8]| {
+    let ([mode, decisions, plan @ ..], bytes) = header::<6>(data);
+    let input = if mode & 1 == 1 {
+        let mut input = vec![0u8; HANDSHAKE];
+        input[0] = 3;
+        input.extend_from_slice(bytes);
+        input
+    } else {
+        bytes.to_vec()
+    };
+    run(decisions, &plan, &input);
+});
+
+fn run(decisions: u8, plan: &[u8], input: &[u8]) {
+    let mut server = ServerSession::new(ServerConfig::default());
+    let mut requests = 0u32;
+    let mut refused = false;
+    let mut sent = 0usize;
+    for piece in pieces(plan, input) {
+        let Ok(mut events) = server.handle_input(piece) else {
+            return;
+        };
+        loop {
+            assert!(!refused || events.is_empty(), "events after a rejection: {events:?}");
+            let reject = decisions >> (requests % 8) & 1 == 1;
+            match events.last() {
+                Some(ServerEvent::ConnectRequested { .. }) => {
+                    requests += 1;
+                    if reject {
+                        server.reject_connect("fuzz").expect("a connect request can be rejected");
+                        refused = true;
+                    } else {
+                        server.accept_connect().expect("a connect request can be accepted");
+                    }
+                }
+                Some(ServerEvent::PublishRequested { stream_key, .. }) => {
+                    requests += 1;
+                    if reject {
+                        server
+                            .reject_publish(PublishRejection::Unauthorized, "fuzz")
+                            .expect("a publish request can be rejected");
+                        refused = true;
+                    } else {
+                        server.accept_publish().expect("a publish request can be accepted");
+                        assert_eq!(server.publishing(), Some(stream_key.as_str()));
+                    }
+                }
+                _ => break,
+            }
+            sent += take(&mut server, sent);
+            match server.handle_input(&[]) {
+                Ok(more) => events = more,
+                Err(_) => return,
+            }
+        }
+        assert!(server.accept_connect().is_err(), "accepted a connect nobody asked for");
+        assert!(server.accept_publish().is_err(), "accepted a publish nobody asked for");
+        assert!(server.reject_connect("x").is_err());
+        assert!(server.reject_publish(PublishRejection::BadName, "x").is_err());
+        sent += take(&mut server, sent);
+    }
+}
+
+/// Drains the outbound bytes; the very first ones are S0+S1+S2.
+fn take(server: &mut ServerSession, sent: usize) -> usize {
+    let out = server.take_outbound();
+    if sent == 0 && !out.is_empty() {
+        assert!(out.len() >= HANDSHAKE, "{} bytes before S0+S1+S2", out.len());
+        assert_eq!(out[0], 3);
+    }
+    assert!(server.take_outbound().is_empty());
+    out.len()
+}
