@@ -181,7 +181,13 @@ impl ChunkReader {
             }
             CONTROL_ABORT => {
                 let csid = value()?;
-                if let Some(stream) = self.streams.iter_mut().find(|s| s.csid == csid) {
+                // Only a message in progress holds a reservation: aborting a finished one (or the
+                // same one twice) must not give back budget that messages in progress still use.
+                let in_progress = self
+                    .streams
+                    .iter_mut()
+                    .find(|s| s.csid == csid && s.remaining > 0);
+                if let Some(stream) = in_progress {
                     self.reserved = self.reserved.saturating_sub(stream.length as usize);
                     stream.partial = BytesMut::new();
                     stream.remaining = 0;
@@ -358,4 +364,63 @@ enum Chunk {
     /// A chunk was consumed; its message is not complete yet.
     Partial,
     Message(RawMessage),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A type-0 chunk: `length` declared, `body` its first (or only) chunk's bytes.
+    fn chunk(csid: u8, length: u32, type_id: u8, body: &[u8]) -> Vec<u8> {
+        let mut bytes = vec![csid, 0, 0, 0];
+        bytes.extend_from_slice(&length.to_be_bytes()[1..]);
+        bytes.extend_from_slice(&[type_id, 1, 0, 0, 0]);
+        bytes.extend_from_slice(body);
+        bytes
+    }
+
+    fn abort(csid: u8) -> Vec<u8> {
+        chunk(2, 4, CONTROL_ABORT, &[0, 0, 0, csid])
+    }
+
+    /// The `chunk_reader` fuzz target's heap check, minimized (fuzz/corpus/chunk_reader/
+    /// regression-abort-reservation): Abort gave back the reservation of a chunk stream with no
+    /// message in progress, so aborting one stream again and again let any number of declared-size
+    /// buffers be held at once, past `max_buffered`.
+    #[test]
+    fn abort_without_a_message_in_progress_frees_no_budget() {
+        let mut reader = ChunkReader::new(Limits {
+            max_message_size: 8192,
+            max_chunk_streams: 16,
+            max_buffered: 16384,
+        });
+        let mut bytes = chunk(3, 8192, 9, &[0; 128]);
+        bytes.extend(chunk(4, 8192, 9, &[0; 128]));
+        bytes.extend(abort(3));
+        bytes.extend(chunk(5, 8192, 9, &[0; 128]));
+        // Stream 3 has nothing in progress any more: this must not release a reservation.
+        bytes.extend(abort(3));
+        bytes.extend(chunk(6, 8192, 9, &[0; 128]));
+        reader.feed(&bytes);
+        assert_eq!(reader.next_message().unwrap().unwrap().type_id, CONTROL_ABORT);
+        assert_eq!(reader.next_message().unwrap().unwrap().type_id, CONTROL_ABORT);
+        assert_eq!(reader.reserved, 16384);
+        assert_eq!(reader.next_message(), Err(ChunkError::BufferLimit(16384)));
+    }
+
+    #[test]
+    fn abort_of_a_one_chunk_message_frees_no_budget() {
+        let mut reader = ChunkReader::new(Limits {
+            max_message_size: 1000,
+            max_chunk_streams: 8,
+            max_buffered: 1000,
+        });
+        let mut bytes = chunk(3, 1000, 9, &[0; 128]);
+        bytes.extend(chunk(4, 100, 9, &[0; 100]));
+        bytes.extend(abort(4));
+        reader.feed(&bytes);
+        assert_eq!(reader.next_message().unwrap().unwrap().csid, 4);
+        assert_eq!(reader.next_message().unwrap().unwrap().type_id, CONTROL_ABORT);
+        assert_eq!(reader.reserved, 1000);
+    }
 }
