@@ -14,6 +14,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use oxcast_api::ApiConfig;
 use oxcast_core::{Registry, Store};
+use oxcast_ingest::IngestConfig;
 use tokio_util::sync::CancellationToken;
 
 use crate::credentials::Origin;
@@ -27,6 +28,9 @@ struct Cli {
     #[arg(long, value_name = "FILE", env = "OXCAST_CONFIG")]
     config: Option<PathBuf>,
 }
+
+/// The RTMP application encoders publish to: the path of every stream's `input.uri`.
+const INGEST_APP: &str = "streams";
 
 /// How long in-flight requests may take to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -78,6 +82,11 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         .with_context(|| format!("http.listen {}: cannot listen", settings.http_listen))?;
     tracing::info!(addr = %http.local_addr()?, "HTTP listening");
 
+    let rtmp = tokio::net::TcpListener::bind(settings.rtmp_listen)
+        .await
+        .with_context(|| format!("rtmp.listen {}: cannot listen", settings.rtmp_listen))?;
+    tracing::info!(addr = %rtmp.local_addr()?, "RTMP listening");
+
     let api = ApiConfig {
         cloud_name: settings.cloud_name.clone(),
         public_rtmp_url: settings.public_rtmp_url.clone(),
@@ -88,6 +97,17 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
+    let ingest = tokio::spawn(oxcast_ingest::serve(
+        rtmp,
+        Arc::clone(&registry),
+        IngestConfig {
+            app: INGEST_APP.to_owned(),
+            handshake_timeout: settings.rtmp_handshake_timeout,
+            no_media_timeout: settings.rtmp_no_media_timeout,
+            max_connections: settings.rtmp_max_connections,
+        },
+        shutdown.clone(),
+    ));
     let server = axum::serve(http, oxcast_api::router(Arc::clone(&registry), api))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     tokio::select! {
@@ -95,6 +115,10 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         () = async { shutdown.cancelled().await; tokio::time::sleep(DRAIN_TIMEOUT).await } => {
             tracing::warn!("requests still running {DRAIN_TIMEOUT:?} after the shutdown signal; closing them");
         }
+    }
+    // Encoders are disconnected before the sessions end, so no publish races the shutdown.
+    if let Err(e) = ingest.await {
+        tracing::warn!("RTMP ingest ended abnormally: {e}");
     }
     registry.shutdown().await;
     store.close()?;

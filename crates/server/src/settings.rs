@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat, Map, Source, Value, ValueKind};
 use serde::Deserialize;
@@ -15,11 +16,10 @@ pub(crate) const DEFAULT_TOML: &str = include_str!("../../../config/default.toml
 /// Validated settings.
 #[derive(Clone, Debug)]
 pub(crate) struct Settings {
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "validated now; the RTMP ingest listener will bind it")
-    )]
     pub(crate) rtmp_listen: SocketAddr,
+    pub(crate) rtmp_handshake_timeout: Duration,
+    pub(crate) rtmp_no_media_timeout: Duration,
+    pub(crate) rtmp_max_connections: usize,
     pub(crate) http_listen: SocketAddr,
     pub(crate) public_rtmp_url: String,
     pub(crate) public_http_url: String,
@@ -49,12 +49,20 @@ impl SettingsError {
 // The raw shape of the merged sources: strings here, checked below with messages of our own.
 #[derive(Deserialize)]
 struct Raw {
-    rtmp: RawListen,
+    rtmp: RawRtmp,
     http: RawListen,
     public: RawPublic,
     api: RawApi,
     storage: RawStorage,
     log: RawLog,
+}
+
+#[derive(Deserialize)]
+struct RawRtmp {
+    listen: String,
+    handshake_timeout_sec: u64,
+    no_media_timeout_sec: u64,
+    max_connections: u64,
 }
 
 #[derive(Deserialize)]
@@ -172,6 +180,16 @@ impl Settings {
         }
         Ok(Settings {
             rtmp_listen: listen_addr("rtmp.listen", &raw.rtmp.listen)?,
+            rtmp_handshake_timeout: seconds("rtmp.handshake_timeout_sec", raw.rtmp.handshake_timeout_sec)?,
+            rtmp_no_media_timeout: seconds("rtmp.no_media_timeout_sec", raw.rtmp.no_media_timeout_sec)?,
+            rtmp_max_connections: match raw.rtmp.max_connections {
+                0 => {
+                    return Err(SettingsError(
+                        "rtmp.max_connections is 0: no encoder could connect".into(),
+                    ));
+                }
+                n => usize::try_from(n).unwrap_or(usize::MAX),
+            },
             http_listen: listen_addr("http.listen", &raw.http.listen)?,
             public_rtmp_url: base_url("public.rtmp_url", &raw.public.rtmp_url, &["rtmp://", "rtmps://"])?,
             public_http_url: base_url("public.http_url", &raw.public.http_url, &["http://", "https://"])?,
@@ -181,6 +199,14 @@ impl Settings {
             log_filter: raw.log.filter,
         })
     }
+}
+
+/// A timeout of 1 second to 1 hour.
+fn seconds(key: &str, value: u64) -> Result<Duration, SettingsError> {
+    if !(1..=3600).contains(&value) {
+        return Err(SettingsError(format!("{key} {value}: use 1 to 3600 seconds")));
+    }
+    Ok(Duration::from_secs(value))
 }
 
 fn listen_addr(key: &str, value: &str) -> Result<SocketAddr, SettingsError> {

@@ -1,0 +1,302 @@
+//! The RTMP ingest: encoders publish to `rtmp://HOST/streams` with a stream key; each connection is
+//! a task driving `oxcast_rtmp::ServerSession`, checking the key against the registry, and putting
+//! the demuxed media on the stream's bus.
+//!
+//! A connection that does not finish the handshake in time, or sends no media for a while, is
+//! closed; so is one whose key is unknown (after telling the encoder why). Nothing one connection
+//! does reaches another: a bad key, a parse error or a slow socket costs only that connection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use oxcast_core::{PublishRefused, Publisher, Registry};
+use oxcast_media::Demuxer;
+use oxcast_rtmp::{PublishRejection, ServerConfig, ServerEvent, ServerSession, SessionError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How the ingest behaves.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// The application encoders publish to: the path of every stream's `input.uri`.
+    pub app: String,
+    /// A connection must finish the RTMP handshake within this.
+    pub handshake_timeout: Duration,
+    /// A connection that sends no media (or, before publishing, makes no progress) for this long is closed.
+    pub no_media_timeout: Duration,
+    /// Connections served at once; more are closed on accept.
+    pub max_connections: usize,
+}
+
+/// A socket write that takes longer than this means the encoder stopped reading.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long connections get to close after shutdown is requested.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Accepts encoders on `listener` until `shutdown` is cancelled, then closes every connection.
+pub async fn serve(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    config: IngestConfig,
+    shutdown: CancellationToken,
+) {
+    let config = Arc::new(config);
+    let permits = Arc::new(Semaphore::new(config.max_connections));
+    let tracker = TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shutdown.cancelled() => break,
+        };
+        let (socket, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: pause rather than spin.
+                tracing::warn!("RTMP accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, max = config.max_connections, "RTMP connection refused: too many connections");
+            continue;
+        };
+        let (registry, config, shutdown) = (registry.clone(), config.clone(), shutdown.clone());
+        tracker.spawn(async move {
+            let _permit = permit;
+            let _ = socket.set_nodelay(true);
+            let mut connection = Connection::new(socket, peer, registry, config);
+            let result = connection.run(&shutdown).await;
+            connection.finish(result).await;
+        });
+    }
+    tracker.close();
+    if timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
+        tracing::warn!("RTMP connections still open {SHUTDOWN_GRACE:?} after shutdown");
+    }
+}
+
+/// Why a connection ended.
+#[derive(Debug)]
+enum Close {
+    /// The encoder closed the connection.
+    PeerClosed,
+    Io(std::io::Error),
+    Protocol(SessionError),
+    HandshakeTimeout,
+    NoMedia,
+    WrongApp(String),
+    UnknownKey,
+    StoreFailed(String),
+    /// Another encoder took the stream over, or the stream went idle.
+    Replaced,
+    Shutdown,
+}
+
+struct Connection {
+    socket: TcpStream,
+    peer: SocketAddr,
+    registry: Arc<Registry>,
+    config: Arc<IngestConfig>,
+    session: ServerSession,
+    demuxer: Demuxer,
+    publisher: Option<Publisher>,
+    /// When the connection last made progress: handshake, commands, media.
+    progress: Instant,
+    media_error_logged: bool,
+    skipped_logged: bool,
+}
+
+impl Connection {
+    fn new(socket: TcpStream, peer: SocketAddr, registry: Arc<Registry>, config: Arc<IngestConfig>) -> Self {
+        Self {
+            socket,
+            peer,
+            registry,
+            config,
+            session: ServerSession::new(ServerConfig::default()),
+            demuxer: Demuxer::new(),
+            publisher: None,
+            progress: Instant::now(),
+            media_error_logged: false,
+            skipped_logged: false,
+        }
+    }
+
+    async fn run(&mut self, shutdown: &CancellationToken) -> Close {
+        let started = Instant::now();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let handshaking = self.session.is_handshaking();
+            let deadline = if handshaking {
+                started + self.config.handshake_timeout
+            } else {
+                self.progress + self.config.no_media_timeout
+            };
+            let stopped = async {
+                match &self.publisher {
+                    Some(publisher) => publisher.stopped().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let read = tokio::select! {
+                read = self.socket.read(&mut buf) => read,
+                () = sleep_until(deadline) => {
+                    return if handshaking { Close::HandshakeTimeout } else { Close::NoMedia };
+                }
+                () = stopped => return Close::Replaced,
+                () = shutdown.cancelled() => return Close::Shutdown,
+            };
+            let n = match read {
+                Ok(0) => return Close::PeerClosed,
+                Ok(n) => n,
+                Err(e) => return Close::Io(e),
+            };
+            if let Err(close) = self.handle(buf.get(..n).unwrap_or_default()).await {
+                return close;
+            }
+        }
+    }
+
+    async fn handle(&mut self, bytes: &[u8]) -> Result<(), Close> {
+        let was_handshaking = self.session.is_handshaking();
+        self.session.feed(bytes).map_err(Close::Protocol)?;
+        if was_handshaking && !self.session.is_handshaking() {
+            self.progress = Instant::now();
+        }
+        let result = self.drain_events().await;
+        // Whatever happened, the encoder gets our answers (a refusal included) before we close.
+        self.flush().await?;
+        result
+    }
+
+    async fn drain_events(&mut self) -> Result<(), Close> {
+        while let Some(event) = self.session.poll().map_err(Close::Protocol)? {
+            self.on_event(event).await?;
+        }
+        Ok(())
+    }
+
+    async fn on_event(&mut self, event: ServerEvent) -> Result<(), Close> {
+        match event {
+            ServerEvent::ConnectRequested { app, .. } => {
+                self.progress = Instant::now();
+                // Some encoders send the app with a trailing slash.
+                if app.trim_end_matches('/') != self.config.app {
+                    let _ = self
+                        .session
+                        .reject_connect(&format!("unknown application {app:?}"));
+                    return Err(Close::WrongApp(app));
+                }
+                self.session.accept_connect().map_err(Close::Protocol)?;
+            }
+            ServerEvent::PublishRequested { stream_key, .. } => {
+                self.progress = Instant::now();
+                // Keys are alphanumeric; anything after '?' is an encoder's query string.
+                let key = stream_key.split('?').next().unwrap_or_default();
+                match self.registry.publish_started(key).await {
+                    Ok(publisher) => {
+                        self.session.accept_publish().map_err(Close::Protocol)?;
+                        tracing::info!(peer = %self.peer, stream_id = %publisher.stream_id(), "publishing");
+                        self.demuxer = Demuxer::new();
+                        self.publisher = Some(publisher);
+                    }
+                    Err(PublishRefused::UnknownKey) => {
+                        let _ = self
+                            .session
+                            .reject_publish(PublishRejection::Unauthorized, "unknown stream key");
+                        return Err(Close::UnknownKey);
+                    }
+                    Err(PublishRefused::Store(e)) => {
+                        let _ = self
+                            .session
+                            .reject_publish(PublishRejection::BadName, "server error");
+                        return Err(Close::StoreFailed(e.to_string()));
+                    }
+                }
+            }
+            ServerEvent::Video { timestamp, payload } => {
+                let event = self.demuxer.video(timestamp, &payload);
+                self.on_media(event);
+            }
+            ServerEvent::Audio { timestamp, payload } => {
+                let event = self.demuxer.audio(timestamp, &payload);
+                self.on_media(event);
+            }
+            ServerEvent::Metadata { .. } | ServerEvent::Data { .. } => {}
+            ServerEvent::Unpublished { .. } => {
+                if let Some(publisher) = self.publisher.take() {
+                    tracing::info!(peer = %self.peer, stream_id = %publisher.stream_id(), "unpublished");
+                    publisher.end().await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_media(&mut self, event: Result<Option<oxcast_media::MediaEvent>, oxcast_media::MediaError>) {
+        self.progress = Instant::now();
+        let Some(publisher) = &self.publisher else { return };
+        match event {
+            Ok(Some(event)) => publisher.bus().publish(event),
+            Ok(None) => {
+                if let (false, Some(what)) = (self.skipped_logged, self.demuxer.skipped()) {
+                    self.skipped_logged = true;
+                    tracing::warn!(peer = %self.peer, stream_id = %publisher.stream_id(),
+                        "{what} is not supported yet; its frames are dropped");
+                }
+            }
+            // A bad frame costs that frame; the log says so once per connection.
+            Err(e) => {
+                if !self.media_error_logged {
+                    self.media_error_logged = true;
+                    tracing::warn!(peer = %self.peer, stream_id = %publisher.stream_id(), "unusable media: {e}");
+                }
+            }
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), Close> {
+        while let Some(bytes) = self.session.outbound().pop() {
+            match timeout(WRITE_TIMEOUT, self.socket.write_all(&bytes)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(Close::Io(e)),
+                Err(_) => return Err(Close::Io(std::io::ErrorKind::TimedOut.into())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Logs why the connection ended and lets the stream know its publisher is gone.
+    async fn finish(mut self, close: Close) {
+        let peer = self.peer;
+        match &close {
+            Close::PeerClosed | Close::Replaced | Close::Shutdown => {
+                tracing::debug!(%peer, ?close, "RTMP connection closed")
+            }
+            Close::UnknownKey => tracing::warn!(%peer, "publish refused: unknown stream key"),
+            Close::WrongApp(app) => {
+                tracing::warn!(%peer, app, expected = %self.config.app, "connect refused: unknown application")
+            }
+            Close::HandshakeTimeout => tracing::info!(%peer, "RTMP handshake not finished in time; closed"),
+            Close::NoMedia => {
+                tracing::info!(%peer, timeout = ?self.config.no_media_timeout, "no media; closed")
+            }
+            Close::Io(e) => tracing::info!(%peer, "RTMP connection lost: {e}"),
+            Close::Protocol(e) => tracing::warn!(%peer, "RTMP protocol error: {e}"),
+            Close::StoreFailed(e) => tracing::error!(%peer, "publish refused: store unavailable: {e}"),
+        }
+        let _ = self.socket.shutdown().await;
+        if let Some(publisher) = self.publisher.take() {
+            if !matches!(close, Close::Replaced) {
+                tracing::info!(%peer, stream_id = %publisher.stream_id(), "publisher disconnected");
+            }
+            publisher.end().await;
+        }
+    }
+}
