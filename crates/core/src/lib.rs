@@ -10,6 +10,7 @@
 
 pub mod bus;
 pub mod clock;
+pub mod delivery;
 pub mod ids;
 pub mod model;
 pub mod registry;
@@ -17,6 +18,7 @@ pub mod rules;
 pub mod store;
 
 pub use bus::{BusEvent, StreamBus, Subscriber};
+pub use delivery::HlsSource;
 pub use ids::{OutputId, StreamId, StreamKey};
 pub use model::{
     IdleReason, LiveStream, NewOutput, NewStream, Output, OutputKind, OutputPatch, Status, StreamPatch,

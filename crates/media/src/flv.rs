@@ -283,3 +283,64 @@ mod tests {
         }
     }
 }
+
+/// One tag of an FLV file (Adobe FLV v10.1 §E.4.1): what a publisher replays as RTMP messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileTag {
+    /// 8 audio, 9 video, 18 script data.
+    pub kind: u8,
+    /// Milliseconds.
+    pub timestamp: u32,
+    pub body: Bytes,
+}
+
+/// The tags of an FLV file, bodies as slices of `file`. A truncated last tag is left out.
+pub fn file_tags(file: &Bytes) -> Result<Vec<FileTag>, MediaError> {
+    if file.get(..3) != Some(b"FLV") {
+        return Err(MediaError::Truncated("FLV signature"));
+    }
+    let header_len = file
+        .get(5..9)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_be_bytes)
+        .unwrap_or(9) as usize;
+    let mut tags = Vec::new();
+    // The header, then a 4-byte PreviousTagSize0.
+    let mut at = header_len + 4;
+    while let Some(&[kind, s0, s1, s2, t0, t1, t2, t3, ..]) = file.get(at..at + 11) {
+        let size = u32::from_be_bytes([0, s0, s1, s2]) as usize;
+        let body = at + 11..at + 11 + size;
+        if body.end > file.len() {
+            break;
+        }
+        // The fourth timestamp byte extends the other three upward (§E.4.1).
+        let timestamp = u32::from_be_bytes([t3, t0, t1, t2]);
+        tags.push(FileTag {
+            kind: kind & 0x1F,
+            timestamp,
+            body: file.slice(body.clone()),
+        });
+        at = body.end + 4;
+    }
+    Ok(tags)
+}
+
+#[cfg(test)]
+mod file_tests {
+    use super::*;
+
+    #[test]
+    fn the_fixture_file_has_its_tags() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/fixtures/rtmp/source.flv"
+        );
+        let file = Bytes::from(std::fs::read(path).unwrap());
+        let tags = file_tags(&file).unwrap();
+        let count = |kind| tags.iter().filter(|t| t.kind == kind).count();
+        // 120 frames + the AVC configuration + end of sequence; 189 frames + the AAC configuration.
+        assert_eq!((count(9), count(8), count(18)), (122, 190, 1));
+        assert!(tags.windows(2).all(|w| w[1].timestamp + 100 >= w[0].timestamp));
+        assert!(file_tags(&Bytes::from_static(b"MP4")).is_err());
+    }
+}

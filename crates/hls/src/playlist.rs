@@ -1,0 +1,251 @@
+//! The live media playlist (RFC 8216 §4.3.3, §6.2.1): a sliding window of segments, rendered once
+//! per change and served from memory.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+/// One finished segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    /// Milliseconds of media.
+    pub duration_ms: i64,
+    /// Timestamps or codecs change at this segment's start (`EXT-X-DISCONTINUITY`).
+    pub discontinuity: bool,
+    /// Wall-clock time of the segment's first frame (`EXT-X-PROGRAM-DATE-TIME`).
+    pub started_at: SystemTime,
+    pub data: Bytes,
+}
+
+#[derive(Debug, Clone)]
+struct Listed {
+    sequence: u64,
+    segment: Segment,
+}
+
+/// A stream's playlist and the segments it lists (plus a few just retired, which players that read
+/// the previous version may still fetch: RFC 8216 §6.2.2).
+#[derive(Debug)]
+pub struct Playlist {
+    /// URI prefix of segments, relative to the playlist: `live_stream_<id>_hls/`.
+    prefix: String,
+    window: usize,
+    target_duration: u64,
+    listed: VecDeque<Listed>,
+    retired: VecDeque<Listed>,
+    next_sequence: u64,
+    discontinuity_sequence: u64,
+    ended: bool,
+    rendered: Option<Bytes>,
+}
+
+impl Playlist {
+    /// An empty playlist whose first segment gets `first_sequence`.
+    pub fn new(prefix: String, window: usize, target_duration_sec: u64, first_sequence: u64) -> Self {
+        Self {
+            prefix,
+            window: window.max(1),
+            target_duration: target_duration_sec.max(1),
+            listed: VecDeque::new(),
+            retired: VecDeque::new(),
+            next_sequence: first_sequence,
+            discontinuity_sequence: 0,
+            ended: false,
+            rendered: None,
+        }
+    }
+
+    /// The sequence number the next segment will get.
+    pub fn next_sequence(&self) -> u64 {
+        self.next_sequence
+    }
+
+    pub fn target_duration(&self) -> u64 {
+        self.target_duration
+    }
+
+    /// Appends a segment, sliding the window. Returns the new target duration when this segment
+    /// raised it (its rounded duration exceeds the old one: RFC 8216 §4.3.3.1).
+    pub fn push(&mut self, segment: Segment) -> Option<u64> {
+        let rounded = ((segment.duration_ms + 500) / 1000).max(0) as u64;
+        let raised = (rounded > self.target_duration).then(|| {
+            self.target_duration = rounded;
+            rounded
+        });
+        self.listed.push_back(Listed {
+            sequence: self.next_sequence,
+            segment,
+        });
+        self.next_sequence += 1;
+        while self.listed.len() > self.window {
+            if let Some(old) = self.listed.pop_front() {
+                // Leaving the window with its tag: the count moves to the sequence (§4.3.3.3).
+                if old.segment.discontinuity {
+                    self.discontinuity_sequence += 1;
+                }
+                self.retired.push_back(old);
+            }
+        }
+        while self.retired.len() > self.window {
+            self.retired.pop_front();
+        }
+        self.render();
+        raised
+    }
+
+    /// The stream ended: `EXT-X-ENDLIST`.
+    pub fn end(&mut self) {
+        self.ended = true;
+        self.render();
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.ended
+    }
+
+    /// The playlist text, once it lists a segment.
+    pub fn text(&self) -> Option<Bytes> {
+        self.rendered.clone()
+    }
+
+    /// A listed or recently retired segment.
+    pub fn segment(&self, sequence: u64) -> Option<Bytes> {
+        self.listed
+            .iter()
+            .chain(&self.retired)
+            .find(|l| l.sequence == sequence)
+            .map(|l| l.segment.data.clone())
+    }
+
+    /// Bytes held by listed and retired segments.
+    pub fn bytes(&self) -> usize {
+        self.listed
+            .iter()
+            .chain(&self.retired)
+            .map(|l| l.segment.data.len())
+            .sum()
+    }
+
+    fn render(&mut self) {
+        let Some(first) = self.listed.front() else { return };
+        let mut text = String::with_capacity(128 + self.listed.len() * 128);
+        let _ = write!(
+            text,
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-TARGETDURATION:{}\n\
+             #EXT-X-MEDIA-SEQUENCE:{}\n#EXT-X-DISCONTINUITY-SEQUENCE:{}\n",
+            self.target_duration, first.sequence, self.discontinuity_sequence
+        );
+        for listed in &self.listed {
+            let segment = &listed.segment;
+            if segment.discontinuity {
+                text.push_str("#EXT-X-DISCONTINUITY\n");
+            }
+            let _ = write!(
+                text,
+                "#EXT-X-PROGRAM-DATE-TIME:{}\n#EXTINF:{}.{:03},\n{}{}.ts\n",
+                iso8601(segment.started_at),
+                segment.duration_ms / 1000,
+                segment.duration_ms % 1000,
+                self.prefix,
+                listed.sequence
+            );
+        }
+        if self.ended {
+            text.push_str("#EXT-X-ENDLIST\n");
+        }
+        self.rendered = Some(Bytes::from(text));
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` (RFC 3339), from days since the epoch by the civil-calendar algorithm.
+fn iso8601(at: SystemTime) -> String {
+    let millis = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let (days, ms_of_day) = (millis.div_euclid(86_400_000), millis.rem_euclid(86_400_000));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        ms_of_day / 3_600_000,
+        ms_of_day / 60_000 % 60,
+        ms_of_day / 1000 % 60,
+        ms_of_day % 1000
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn segment(duration_ms: i64, discontinuity: bool) -> Segment {
+        Segment {
+            duration_ms,
+            discontinuity,
+            started_at: UNIX_EPOCH + Duration::from_millis(1_764_320_000_123),
+            data: Bytes::from_static(b"ts"),
+        }
+    }
+
+    #[test]
+    fn dates_are_rfc3339() {
+        assert_eq!(iso8601(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            iso8601(UNIX_EPOCH + Duration::from_millis(1_764_320_000_123)),
+            "2025-11-28T08:53:20.123Z"
+        );
+        assert_eq!(
+            iso8601(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00.000Z"
+        );
+    }
+
+    #[test]
+    fn the_window_slides_and_counts_discontinuities_that_leave_it() {
+        let mut playlist = Playlist::new("p/".into(), 2, 2, 10);
+        assert_eq!(playlist.text(), None);
+        playlist.push(segment(2000, false));
+        playlist.push(segment(2000, true));
+        playlist.push(segment(1990, false));
+        let text = String::from_utf8(playlist.text().unwrap().to_vec()).unwrap();
+        assert_eq!(
+            text,
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-TARGETDURATION:2\n\
+             #EXT-X-MEDIA-SEQUENCE:11\n#EXT-X-DISCONTINUITY-SEQUENCE:0\n\
+             #EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME:2025-11-28T08:53:20.123Z\n#EXTINF:2.000,\np/11.ts\n\
+             #EXT-X-PROGRAM-DATE-TIME:2025-11-28T08:53:20.123Z\n#EXTINF:1.990,\np/12.ts\n"
+        );
+        playlist.push(segment(2000, false));
+        let text = String::from_utf8(playlist.text().unwrap().to_vec()).unwrap();
+        assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:12\n#EXT-X-DISCONTINUITY-SEQUENCE:1\n"));
+        assert!(!text.contains("#EXT-X-DISCONTINUITY\n"));
+        // Retired segments stay fetchable for a while.
+        assert!(playlist.segment(11).is_some() && playlist.segment(10).is_some());
+        playlist.push(segment(2000, false));
+        assert!(playlist.segment(10).is_none());
+        playlist.end();
+        assert!(
+            String::from_utf8(playlist.text().unwrap().to_vec())
+                .unwrap()
+                .ends_with("#EXT-X-ENDLIST\n")
+        );
+    }
+
+    #[test]
+    fn a_long_segment_raises_the_target_duration() {
+        let mut playlist = Playlist::new("p/".into(), 6, 2, 0);
+        assert_eq!(playlist.push(segment(2400, false)), None);
+        assert_eq!(playlist.push(segment(5005, false)), Some(5));
+        assert_eq!(playlist.push(segment(2000, false)), None);
+        assert_eq!(playlist.target_duration(), 5);
+    }
+}

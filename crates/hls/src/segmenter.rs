@@ -1,0 +1,226 @@
+//! Cuts the stream into segments: at the first video keyframe after the target duration (so each
+//! segment starts with a keyframe and PAT/PMT), or on time for audio-only streams.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use oxcast_core::BusEvent;
+use oxcast_media::{AacConfig, AvcConfig, Frame, MediaEvent, Track};
+
+use crate::playlist::Segment;
+use crate::ts::{MAX_AUDIO_PES_PAYLOAD, PACKET_LEN, TsMuxer};
+
+/// AAC frames per PES packet: about 100 ms at 48 kHz, fewer PES headers without hurting latency.
+const AUDIO_FRAMES_PER_PES: usize = 5;
+
+#[derive(Debug)]
+struct Open {
+    buf: Vec<u8>,
+    start_dts: i64,
+    last_dts: i64,
+    discontinuity: bool,
+    started_at: SystemTime,
+}
+
+/// Turns bus events into finished segments.
+#[derive(Debug)]
+pub struct Segmenter {
+    target_ms: i64,
+    video: Option<Arc<AvcConfig>>,
+    audio: Option<Arc<AacConfig>>,
+    muxer: Option<TsMuxer>,
+    open: Option<Open>,
+    audio_batch: Vec<Frame>,
+    audio_batch_bytes: usize,
+    /// The next segment starts a new program (codecs changed) or follows a break.
+    discontinuity: bool,
+    tracks_changed: bool,
+    /// Typical frame spacing, to give the last segment of a stream its duration.
+    frame_step_ms: i64,
+    last_video_dts: Option<i64>,
+    /// Expected bytes per segment, so buffers are allocated once.
+    capacity_hint: usize,
+    /// Frames that could not be muxed (a malformed NAL unit length): counted, not fatal.
+    pub dropped_frames: u64,
+}
+
+impl Segmenter {
+    pub fn new(target_ms: i64) -> Self {
+        Self {
+            target_ms: target_ms.max(1),
+            video: None,
+            audio: None,
+            muxer: None,
+            open: None,
+            audio_batch: Vec::new(),
+            audio_batch_bytes: 0,
+            discontinuity: false,
+            tracks_changed: false,
+            frame_step_ms: 33,
+            last_video_dts: None,
+            capacity_hint: 64 * PACKET_LEN,
+            dropped_frames: 0,
+        }
+    }
+
+    /// Feeds one event; returns the segment it closed, if any.
+    pub fn push(&mut self, event: BusEvent) -> Option<Segment> {
+        match event {
+            BusEvent::Media(MediaEvent::VideoConfig(config)) => {
+                if self.video.as_deref() != Some(&config) {
+                    self.video = Some(config);
+                    self.tracks_changed = true;
+                }
+                None
+            }
+            BusEvent::Media(MediaEvent::AudioConfig(config)) => {
+                if self.audio.as_deref() != Some(&config) {
+                    self.audio = Some(config);
+                    self.tracks_changed = true;
+                }
+                None
+            }
+            BusEvent::Discontinuity => {
+                let closed = self.close(None);
+                if closed.is_some() {
+                    self.discontinuity = true;
+                }
+                // A new publisher starts from scratch: its configurations come again.
+                self.muxer = None;
+                self.tracks_changed = true;
+                self.last_video_dts = None;
+                closed
+            }
+            BusEvent::End => self.finish(),
+            BusEvent::Media(MediaEvent::Frame(frame)) => match frame.track {
+                Track::Video => self.video_frame(frame),
+                Track::Audio => self.audio_frame(frame),
+            },
+        }
+    }
+
+    /// Closes the open segment at the end of the stream.
+    pub fn finish(&mut self) -> Option<Segment> {
+        self.close(None)
+    }
+
+    fn video_frame(&mut self, frame: Frame) -> Option<Segment> {
+        self.video.as_ref()?;
+        let mut closed = None;
+        if frame.keyframe {
+            let due = self
+                .open
+                .as_ref()
+                .is_none_or(|o| frame.dts - o.start_dts >= self.target_ms);
+            if due || self.tracks_changed {
+                closed = self.close(Some(frame.dts));
+                self.start(frame.dts);
+            }
+        }
+        if let Some(last) = self.last_video_dts.replace(frame.dts) {
+            self.frame_step_ms = (frame.dts - last).clamp(1, 1000);
+        }
+        let open = self.open.as_mut()?;
+        open.last_dts = open.last_dts.max(frame.dts);
+        if let Some(muxer) = &mut self.muxer {
+            // Audio that arrived first is older: it goes out before this frame.
+            flush_audio(
+                muxer,
+                &mut self.audio_batch,
+                &mut self.audio_batch_bytes,
+                &mut open.buf,
+            );
+            if muxer.write_video(&frame, &mut open.buf).is_err() {
+                self.dropped_frames += 1;
+            }
+        }
+        closed
+    }
+
+    fn audio_frame(&mut self, frame: Frame) -> Option<Segment> {
+        self.audio.as_ref()?;
+        let mut closed = None;
+        if self.video.is_none() {
+            // Audio only: every frame is a possible start; cut on time.
+            let due = self
+                .open
+                .as_ref()
+                .is_none_or(|o| frame.dts - o.start_dts >= self.target_ms);
+            if due || self.tracks_changed {
+                closed = self.close(Some(frame.dts));
+                self.start(frame.dts);
+            }
+        }
+        // With video, audio waits for the first keyframe's segment.
+        let open = self.open.as_mut()?;
+        open.last_dts = open.last_dts.max(frame.dts);
+        if self.video.is_none() {
+            self.frame_step_ms =
+                1024 * 1000 / i64::from(self.audio.as_ref().map_or(48_000, |a| a.sample_rate));
+        }
+        self.audio_batch_bytes += frame.data.len() + 7;
+        self.audio_batch.push(frame);
+        let full = self.audio_batch.len() >= AUDIO_FRAMES_PER_PES
+            || self.audio_batch_bytes > MAX_AUDIO_PES_PAYLOAD / 2;
+        if full && let Some(muxer) = &mut self.muxer {
+            flush_audio(
+                muxer,
+                &mut self.audio_batch,
+                &mut self.audio_batch_bytes,
+                &mut open.buf,
+            );
+        }
+        closed
+    }
+
+    fn start(&mut self, dts: i64) {
+        if self.tracks_changed || self.muxer.is_none() {
+            // A change of codecs mid-stream is a new program: players must reset their decoders.
+            if self.muxer.is_some() {
+                self.discontinuity = true;
+            }
+            self.muxer = Some(TsMuxer::new(self.video.clone(), self.audio.clone()));
+            self.tracks_changed = false;
+        }
+        let mut buf = Vec::with_capacity(self.capacity_hint);
+        if let Some(muxer) = &mut self.muxer {
+            muxer.write_tables(&mut buf);
+        }
+        self.open = Some(Open {
+            buf,
+            start_dts: dts,
+            last_dts: dts,
+            discontinuity: std::mem::take(&mut self.discontinuity),
+            started_at: SystemTime::now(),
+        });
+    }
+
+    /// Closes the open segment; it lasts until `next_start`, or one frame past its last frame.
+    fn close(&mut self, next_start: Option<i64>) -> Option<Segment> {
+        let mut open = self.open.take()?;
+        if let Some(muxer) = &mut self.muxer {
+            flush_audio(
+                muxer,
+                &mut self.audio_batch,
+                &mut self.audio_batch_bytes,
+                &mut open.buf,
+            );
+        }
+        let end = next_start.unwrap_or(open.last_dts + self.frame_step_ms);
+        self.capacity_hint = open.buf.len() + open.buf.len() / 4;
+        Some(Segment {
+            duration_ms: (end - open.start_dts).max(1),
+            discontinuity: open.discontinuity,
+            started_at: open.started_at,
+            data: open.buf.into(),
+        })
+    }
+}
+
+fn flush_audio(muxer: &mut TsMuxer, batch: &mut Vec<Frame>, bytes: &mut usize, out: &mut Vec<u8>) {
+    if !batch.is_empty() {
+        muxer.write_audio(batch, out);
+        batch.clear();
+        *bytes = 0;
+    }
+}
