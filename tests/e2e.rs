@@ -15,6 +15,8 @@ mod support;
 mod api;
 #[path = "e2e/durability.rs"]
 mod durability;
+#[path = "e2e/hls.rs"]
+mod hls;
 #[path = "e2e/ingest.rs"]
 mod ingest;
 #[path = "e2e/lifecycle.rs"]

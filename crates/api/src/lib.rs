@@ -4,10 +4,12 @@
 //! Every admin response is an envelope with a fresh request id ([`envelope`]); requests are
 //! authenticated with HTTP Basic ([`auth`]); JSON bodies are read and checked field by field so
 //! that a 400 names the field ([`requests`]). The crate holds no state of its own: it calls
-//! `oxcast_core::Registry` for everything. It does not serve media yet.
+//! `oxcast_core::Registry` for everything. Players read media without credentials ([`delivery`]):
+//! HLS from the output crates through `oxcast_core::HlsSource`.
 
 mod admin;
 pub mod auth;
+mod delivery;
 pub mod envelope;
 mod health;
 mod requests;
@@ -16,7 +18,7 @@ mod views;
 use std::sync::Arc;
 
 use axum::Router;
-use oxcast_core::Registry;
+use oxcast_core::{HlsSource, Registry};
 
 pub use auth::Credentials;
 
@@ -39,17 +41,22 @@ struct AppState {
     config: Arc<ApiConfig>,
 }
 
-/// The whole HTTP application.
-pub fn router(registry: Arc<Registry>, config: ApiConfig) -> Router {
+/// The whole HTTP application: media delivery, and the enveloped admin API for everything else.
+pub fn router(registry: Arc<Registry>, config: ApiConfig, hls: Arc<dyn HlsSource>) -> Router {
+    let delivery = delivery::Delivery {
+        cloud_name: config.cloud_name.as_str().into(),
+        hls,
+    };
     let state = AppState {
         registry,
         config: Arc::new(config),
     };
     let routes = admin::routes(state.clone()).merge(health::routes(state));
     // As one service, so the envelope sees the router's finished answers (a 405 with its Allow header).
-    Router::new()
+    let admin = Router::new()
         .fallback_service(routes)
-        .layer(axum::middleware::from_fn(envelope::envelope))
+        .layer(axum::middleware::from_fn(envelope::envelope));
+    delivery::routes(delivery).fallback_service(admin)
 }
 
 #[cfg(test)]

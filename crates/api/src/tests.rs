@@ -12,6 +12,17 @@ use super::*;
 
 struct NoOutputs;
 
+struct NoHls;
+
+impl oxcast_core::HlsSource for NoHls {
+    fn playlist(&self, _: &oxcast_core::StreamId) -> Option<bytes::Bytes> {
+        None
+    }
+    fn segment(&self, _: &oxcast_core::StreamId, _: u64) -> Option<bytes::Bytes> {
+        None
+    }
+}
+
 impl OutputRunner for NoOutputs {
     fn stream_active(&self, _: &LiveStream, _: &std::sync::Arc<oxcast_core::StreamBus>) {}
     fn stream_idle(&self, _: &StreamId, _: IdleReason) {}
@@ -45,7 +56,7 @@ async fn a_failed_store_answers_503_and_health_says_so() {
             secret: "s".into(),
         },
     };
-    let app = router(registry, config);
+    let app = router(registry, config, Arc::new(NoHls));
     assert_eq!(call(&app, "GET", "/healthz", "").await.0, StatusCode::OK);
 
     store.close().unwrap();

@@ -8,7 +8,7 @@ pub mod ts;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use oxcast_core::{HlsSource, StreamId, Subscriber};
@@ -45,14 +45,19 @@ impl HlsOutputs {
     }
 
     /// Starts packaging a stream that went active; `subscriber` is its bus, subscribed already so
-    /// no frame is missed. Segment numbers continue from the stream's previous session, so a player
-    /// or cache never sees one name with two contents.
+    /// no frame is missed. Segment numbers start from the clock (Unix seconds) or continue the
+    /// stream's previous session, whichever is later, so a player or cache never sees one name with
+    /// two contents, not even across a restart of the server.
     pub fn start(&self, stream_id: &StreamId, subscriber: Subscriber) {
         let prefix = format!("live_stream_{}_hls/", stream_id.as_str());
         let target_sec = self.config.segment_duration.as_secs().max(1);
         let playlist = {
             let mut playlists = lock(&self.playlists);
-            let first = playlists.get(stream_id).map_or(0, |p| lock(p).next_sequence());
+            let clock = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let previous = playlists.get(stream_id).map_or(0, |p| lock(p).next_sequence());
+            let first = clock.max(previous);
             let playlist = Arc::new(Mutex::new(Playlist::new(
                 prefix,
                 self.config.window,

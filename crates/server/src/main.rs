@@ -14,6 +14,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use oxcast_api::ApiConfig;
 use oxcast_core::{Registry, Store};
+use oxcast_hls::HlsOutputs;
 use oxcast_ingest::IngestConfig;
 use tokio_util::sync::CancellationToken;
 
@@ -75,7 +76,11 @@ fn init_logging(filter: &str) {
 async fn run(settings: Settings) -> anyhow::Result<()> {
     let store = Store::open(&settings.storage_dir)?;
     let (credentials, origin) = credentials::resolve(settings.credentials.clone(), &settings.storage_dir)?;
-    let registry = Registry::new(store.clone(), Arc::new(outputs::Outputs));
+    let hls = Arc::new(HlsOutputs::new(settings.hls));
+    let outputs = outputs::Outputs {
+        hls: Arc::clone(&hls),
+    };
+    let registry = Registry::new(store.clone(), Arc::new(outputs));
 
     let http = tokio::net::TcpListener::bind(settings.http_listen)
         .await
@@ -108,7 +113,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         },
         shutdown.clone(),
     ));
-    let server = axum::serve(http, oxcast_api::router(Arc::clone(&registry), api))
+    let server = axum::serve(http, oxcast_api::router(Arc::clone(&registry), api, hls))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     tokio::select! {
         served = server => served.context("HTTP server failed")?,

@@ -1,19 +1,27 @@
-//! Where the lifecycle meets the output crates. Until ingest, HLS, archive and simulcast exist,
-//! a session has no outputs to run, and this only reports the transitions.
+//! Where the lifecycle meets the output crates: when a stream goes active, each of its outputs
+//! subscribes to the stream's bus; when it goes idle, the bus ends and so do they.
 
 use std::sync::Arc;
 
-use oxcast_core::{IdleReason, LiveStream, OutputRunner, StreamBus, StreamId};
+use oxcast_core::{IdleReason, LiveStream, OutputKind, OutputRunner, StreamBus, StreamId};
+use oxcast_hls::HlsOutputs;
 
 /// Runs each active stream's outputs.
-pub(crate) struct Outputs;
+pub(crate) struct Outputs {
+    pub(crate) hls: Arc<HlsOutputs>,
+}
 
 impl OutputRunner for Outputs {
-    fn stream_active(&self, stream: &LiveStream, _bus: &Arc<StreamBus>) {
+    fn stream_active(&self, stream: &LiveStream, bus: &Arc<StreamBus>) {
         tracing::debug!(stream_id = %stream.id, outputs = stream.outputs.len(), "starting outputs");
+        if stream.outputs.iter().any(|o| matches!(o.kind, OutputKind::Hls)) {
+            // Subscribed here, before the publisher's first frame can be published.
+            self.hls.start(&stream.id, bus.subscribe());
+        }
     }
 
     fn stream_idle(&self, stream_id: &StreamId, reason: IdleReason) {
+        // The bus has ended: each output finishes on its own (the playlist gets EXT-X-ENDLIST).
         tracing::debug!(stream_id = %stream_id, %reason, "stopping outputs");
     }
 }

@@ -20,6 +20,7 @@ pub(crate) struct Settings {
     pub(crate) rtmp_handshake_timeout: Duration,
     pub(crate) rtmp_no_media_timeout: Duration,
     pub(crate) rtmp_max_connections: usize,
+    pub(crate) hls: oxcast_hls::HlsConfig,
     pub(crate) http_listen: SocketAddr,
     pub(crate) public_rtmp_url: String,
     pub(crate) public_http_url: String,
@@ -51,6 +52,7 @@ impl SettingsError {
 struct Raw {
     rtmp: RawRtmp,
     http: RawListen,
+    hls: RawHls,
     public: RawPublic,
     api: RawApi,
     storage: RawStorage,
@@ -63,6 +65,12 @@ struct RawRtmp {
     handshake_timeout_sec: u64,
     no_media_timeout_sec: u64,
     max_connections: u64,
+}
+
+#[derive(Deserialize)]
+struct RawHls {
+    segment_duration_sec: u64,
+    window: u64,
 }
 
 #[derive(Deserialize)]
@@ -191,6 +199,20 @@ impl Settings {
                 n => usize::try_from(n).unwrap_or(usize::MAX),
             },
             http_listen: listen_addr("http.listen", &raw.http.listen)?,
+            hls: oxcast_hls::HlsConfig {
+                segment_duration: match raw.hls.segment_duration_sec {
+                    n @ 1..=30 => Duration::from_secs(n),
+                    n => {
+                        return Err(SettingsError(format!(
+                            "hls.segment_duration_sec {n}: use 1 to 30 seconds"
+                        )));
+                    }
+                },
+                window: match raw.hls.window {
+                    n @ 2..=100 => n as usize,
+                    n => return Err(SettingsError(format!("hls.window {n}: use 2 to 100 segments"))),
+                },
+            },
             public_rtmp_url: base_url("public.rtmp_url", &raw.public.rtmp_url, &["rtmp://", "rtmps://"])?,
             public_http_url: base_url("public.http_url", &raw.public.http_url, &["http://", "https://"])?,
             cloud_name,

@@ -1,0 +1,204 @@
+//! Media delivery to players, without credentials: HLS playlists and segments from memory.
+//!
+//! `GET`/`HEAD /{cloud}/video/live/live_stream_<id>_hls.m3u8` and
+//! `…/live_stream_<id>_hls/<sequence>.ts`. Any origin may read them (CORS `*`), segments honour
+//! byte ranges, and an unknown or expired name is a 404.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use oxcast_core::{HlsSource, StreamId};
+
+#[derive(Clone)]
+pub(crate) struct Delivery {
+    pub(crate) cloud_name: Arc<str>,
+    pub(crate) hls: Arc<dyn HlsSource>,
+}
+
+pub(crate) fn routes(delivery: Delivery) -> Router {
+    Router::new()
+        .route("/{cloud}/video/live/{file}", get(playlist).options(preflight))
+        .route(
+            "/{cloud}/video/live/{dir}/{segment}",
+            get(segment).options(preflight),
+        )
+        .with_state(delivery)
+}
+
+const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
+const SEGMENT_TYPE: &str = "video/mp2t";
+/// A live playlist changes every segment; players poll it.
+const PLAYLIST_CACHE: &str = "max-age=1";
+/// A segment's name is never reused (sequence numbers start from the clock), so it can be kept.
+const SEGMENT_CACHE: &str = "public, max-age=86400, immutable";
+
+fn not_found(what: &str) -> Response {
+    let mut res = (StatusCode::NOT_FOUND, format!("{what} not found\n")).into_response();
+    cors(res.headers_mut());
+    res
+}
+
+fn cors(headers: &mut HeaderMap) {
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Content-Length, Content-Range, Accept-Ranges"),
+    );
+}
+
+/// Browsers ask before a cross-origin request with a `Range` header.
+async fn preflight() -> Response {
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    let headers = res.headers_mut();
+    cors(headers);
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, HEAD, OPTIONS"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Range"),
+    );
+    headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+    res
+}
+
+/// The stream id in `live_stream_<id>_hls` followed by `suffix`.
+fn stream_of(name: &str, suffix: &str) -> Option<StreamId> {
+    let id = name.strip_prefix("live_stream_")?.strip_suffix(suffix)?;
+    StreamId::parse(id)
+}
+
+async fn playlist(State(d): State<Delivery>, Path((cloud, file)): Path<(String, String)>) -> Response {
+    let Some(id) = stream_of(&file, "_hls.m3u8").filter(|_| cloud == *d.cloud_name) else {
+        return not_found("playlist");
+    };
+    let Some(text) = d.hls.playlist(&id) else {
+        return not_found("playlist (the stream is not live, or has no segment yet)");
+    };
+    let mut res = Response::new(Body::from(text.clone()));
+    let headers = res.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PLAYLIST_TYPE));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(PLAYLIST_CACHE));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(text.len()));
+    cors(headers);
+    res
+}
+
+async fn segment(
+    State(d): State<Delivery>,
+    Path((cloud, dir, file)): Path<(String, String, String)>,
+    request: HeaderMap,
+) -> Response {
+    let sequence = file.strip_suffix(".ts").and_then(|n| n.parse::<u64>().ok());
+    let (Some(id), Some(sequence)) = (
+        stream_of(&dir, "_hls").filter(|_| cloud == *d.cloud_name),
+        sequence,
+    ) else {
+        return not_found("segment");
+    };
+    let Some(data) = d.hls.segment(&id, sequence) else {
+        return not_found("segment (expired or not yet written)");
+    };
+    ranged(data, SEGMENT_TYPE, SEGMENT_CACHE, request.get(header::RANGE))
+}
+
+/// A whole body, or the one byte range asked for (RFC 9110 §14). Several ranges get the whole body.
+pub(crate) fn ranged(
+    data: Bytes,
+    content_type: &'static str,
+    cache: &'static str,
+    range: Option<&HeaderValue>,
+) -> Response {
+    let len = data.len() as u64;
+    let wanted = range
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_range(v, len));
+    let (status, body, content_range) = match wanted {
+        None => (StatusCode::OK, data, None),
+        Some(Err(())) => {
+            let mut res = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                res.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            cors(res.headers_mut());
+            return res;
+        }
+        Some(Ok((start, end))) => (
+            StatusCode::PARTIAL_CONTENT,
+            data.slice(start as usize..=end as usize),
+            Some(format!("bytes {start}-{end}/{len}")),
+        ),
+    };
+    let body_len = body.len();
+    let mut res = Response::new(Body::from(body));
+    *res.status_mut() = status;
+    let headers = res.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body_len));
+    if let Some(v) = content_range.and_then(|r| HeaderValue::from_str(&r).ok()) {
+        headers.insert(header::CONTENT_RANGE, v);
+    }
+    cors(headers);
+    res
+}
+
+/// `bytes=a-b`, `bytes=a-`, `bytes=-n` against a body of `len` bytes: `None` to ignore the header
+/// (malformed, or several ranges), `Some(Err)` when nothing of the body is in range.
+fn parse_range(value: &str, len: u64) -> Option<Result<(u64, u64), ()>> {
+    let spec = value.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (first, last) = spec.split_once('-')?;
+    let (first, last) = (first.trim(), last.trim());
+    let range = if first.is_empty() {
+        let suffix: u64 = last.parse().ok()?;
+        if suffix == 0 || len == 0 {
+            return Some(Err(()));
+        }
+        (len.saturating_sub(suffix), len - 1)
+    } else {
+        let start: u64 = first.parse().ok()?;
+        let end: u64 = if last.is_empty() {
+            u64::MAX
+        } else {
+            last.parse().ok()?
+        };
+        if end < start {
+            return None;
+        }
+        if start >= len {
+            return Some(Err(()));
+        }
+        (start, end.min(len - 1))
+    };
+    Some(Ok(range))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-99", 1000), Some(Ok((0, 99))));
+        assert_eq!(parse_range("bytes=900-", 1000), Some(Ok((900, 999))));
+        assert_eq!(parse_range("bytes=-100", 1000), Some(Ok((900, 999))));
+        assert_eq!(parse_range("bytes=500-5000", 1000), Some(Ok((500, 999))));
+        assert_eq!(parse_range("bytes=1000-", 1000), Some(Err(())));
+        assert_eq!(parse_range("bytes=-0", 1000), Some(Err(())));
+        assert_eq!(parse_range("bytes=0-1,5-6", 1000), None);
+        assert_eq!(parse_range("bytes=9-3", 1000), None);
+        assert_eq!(parse_range("items=0-1", 1000), None);
+        assert_eq!(parse_range("bytes=x-", 1000), None);
+    }
+}
