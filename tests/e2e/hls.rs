@@ -333,3 +333,96 @@ pub fn wait_until<T>(mut f: impl FnMut() -> Option<T>, limit: Duration) -> T {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn a_reconnect_within_the_idle_timeout_continues_one_playlist_with_a_discontinuity() {
+    let server = Server::start();
+    let s = server.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 15}));
+    let url = hls_url(&s);
+    let (ok, err) = wait_child(&mut encoder(&publish_url(&s), 5, "320x240", 1, "va"), LIMIT);
+    assert!(ok, "{err}");
+    let first = wait_segments(&url, 2, LIMIT);
+    assert!(!first.ended, "the stream waits for its encoder to come back");
+    let (ok, err) = wait_child(&mut encoder(&publish_url(&s), 5, "320x240", 1, "va"), LIMIT);
+    assert!(ok, "{err}");
+    let both = wait_segments(&url, first.segments.len() + 2, LIMIT);
+    let breaks = both.segments.iter().filter(|s| s.2).count();
+    assert_eq!(
+        breaks, 1,
+        "one EXT-X-DISCONTINUITY where the second session starts: {}",
+        both.text
+    );
+    assert!(
+        both.sequence <= first.sequence + 1,
+        "one playlist, numbering continued: {}",
+        both.text
+    );
+    check_playlist_and_segments(&url, &both);
+}
+
+#[test]
+fn an_unknown_key_does_not_disturb_a_live_stream_and_a_takeover_keeps_it_playing() {
+    let server = Server::start();
+    let s = server.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 10}));
+    let url = hls_url(&s);
+    let mut first = encoder(&publish_url(&s), 30, "320x240", 1, "va");
+    let before = wait_segments(&url, 2, LIMIT);
+    let wrong = format!("{}/{}", s["input"]["uri"].as_str().unwrap(), "x".repeat(30));
+    let (ok, _) = wait_child(&mut encoder(&wrong, 2, "320x240", 1, "va"), LIMIT);
+    assert!(!ok, "the wrong key is refused");
+    let after = wait_segments(&url, before.segments.len() + 2, LIMIT);
+    assert_eq!(after.segments.iter().filter(|s| s.2).count(), 0, "{}", after.text);
+    // A second encoder with the right key takes over; the playlist goes on.
+    let mut second = encoder(&publish_url(&s), 4, "320x240", 1, "va");
+    let (first_ok, _) = wait_child(&mut first, LIMIT);
+    assert!(!first_ok, "the first encoder was disconnected");
+    assert!(wait_child(&mut second, LIMIT).0);
+    let taken = wait_until(
+        || fetch_playlist(&url).filter(|l| l.segments.iter().any(|s| s.2)),
+        LIMIT,
+    );
+    check_playlist_and_segments(&url, &taken);
+}
+
+#[test]
+fn audio_only_and_video_only_streams_carry_only_their_track() {
+    let server = Server::start();
+    for (tracks, want, unwanted) in [("a", "aac", "h264"), ("v", "h264", "aac")] {
+        let s = server.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 30}));
+        let url = hls_url(&s);
+        let mut ffmpeg = encoder(&publish_url(&s), 12, "320x240", 2, tracks);
+        let listing = wait_segments(&url, 3, LIMIT);
+        for (duration, _, _) in &listing.segments[..2] {
+            assert!((1.9..=2.1).contains(duration), "{tracks}: {}", listing.text);
+        }
+        check_playlist_and_segments(&url, &listing);
+        let streams = probe_streams(&url);
+        assert!(
+            streams.contains(want) && !streams.contains(unwanted),
+            "{tracks}: {streams}"
+        );
+        let _ = ffmpeg.kill();
+        let _ = ffmpeg.wait();
+    }
+}
+
+#[test]
+fn a_keyframe_interval_longer_than_the_target_raises_the_target_duration() {
+    let server = Server::start();
+    let s = server.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 30}));
+    let url = hls_url(&s);
+    let mut ffmpeg = encoder(&publish_url(&s), 16, "320x240", 5, "va");
+    let listing = wait_segments(&url, 2, LIMIT);
+    assert_eq!(listing.target, 5, "{}", listing.text);
+    for (duration, _, _) in &listing.segments {
+        assert!((4.9..=5.1).contains(duration), "{}", listing.text);
+    }
+    check_playlist_and_segments(&url, &listing);
+    assert!(
+        server.log().contains("keyframe interval is too long"),
+        "{}",
+        server.log()
+    );
+    let _ = ffmpeg.kill();
+    let _ = ffmpeg.wait();
+}
