@@ -81,6 +81,15 @@ pub async fn serve(
     }
 }
 
+/// Bytes asked of the socket per read.
+const READ_SIZE: usize = 64 * 1024;
+
+/// What a read produced: bytes to feed, or a count of bytes already in the session's buffer.
+enum Input<'a> {
+    Bytes(&'a [u8]),
+    Received(usize),
+}
+
 /// Why a connection ended.
 #[derive(Debug)]
 enum Close {
@@ -130,7 +139,7 @@ impl Connection {
 
     async fn run(&mut self, shutdown: &CancellationToken) -> Close {
         let started = Instant::now();
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = vec![0u8; READ_SIZE];
         loop {
             let handshaking = self.session.is_handshaking();
             let deadline = if handshaking {
@@ -144,8 +153,18 @@ impl Connection {
                     None => std::future::pending().await,
                 }
             };
+            // After the handshake, bytes go straight into the session's buffer: no copy.
+            let direct = self.session.read_buffer().is_some();
             let read = tokio::select! {
-                read = self.socket.read(&mut buf) => read,
+                read = async {
+                    match self.session.read_buffer() {
+                        Some(buffer) => {
+                            buffer.reserve(READ_SIZE);
+                            self.socket.read_buf(buffer).await
+                        }
+                        None => self.socket.read(&mut buf).await,
+                    }
+                } => read,
                 () = sleep_until(deadline) => {
                     return if handshaking { Close::HandshakeTimeout } else { Close::NoMedia };
                 }
@@ -157,15 +176,24 @@ impl Connection {
                 Ok(n) => n,
                 Err(e) => return Close::Io(e),
             };
-            if let Err(close) = self.handle(buf.get(..n).unwrap_or_default()).await {
+            let input = if direct {
+                Input::Received(n)
+            } else {
+                Input::Bytes(buf.get(..n).unwrap_or_default())
+            };
+            if let Err(close) = self.handle(input).await {
                 return close;
             }
         }
     }
 
-    async fn handle(&mut self, bytes: &[u8]) -> Result<(), Close> {
+    async fn handle(&mut self, input: Input<'_>) -> Result<(), Close> {
         let was_handshaking = self.session.is_handshaking();
-        self.session.feed(bytes).map_err(Close::Protocol)?;
+        match input {
+            Input::Bytes(bytes) => self.session.feed(bytes),
+            Input::Received(n) => self.session.received(n),
+        }
+        .map_err(Close::Protocol)?;
         if was_handshaking && !self.session.is_handshaking() {
             self.progress = Instant::now();
         }

@@ -208,7 +208,8 @@ fn read_value(input: &mut &[u8], depth: usize) -> Result<Value, Amf0Error> {
 }
 
 /// Properties up to the object-end marker (an empty name followed by 0x09). Some encoders end an
-/// ECMA array with the message instead of the marker; the end of input is accepted there.
+/// ECMA array with the message instead of the marker, so the end of input also ends an object or
+/// array: a value is never refused for lacking its last three bytes.
 fn read_properties(input: &mut &[u8], depth: usize) -> Result<Vec<(String, Value)>, Amf0Error> {
     let mut props = Vec::new();
     loop {

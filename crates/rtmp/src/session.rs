@@ -63,6 +63,16 @@ impl Link {
 
     fn feed(&mut self, input: &[u8]) -> Result<(), SessionError> {
         self.reader.feed(input);
+        self.check_flood()
+    }
+
+    /// `n` bytes were read straight into the reader's buffer.
+    fn received(&mut self, n: usize) -> Result<(), SessionError> {
+        self.reader.count_received(n);
+        self.check_flood()
+    }
+
+    fn check_flood(&self) -> Result<(), SessionError> {
         // The reader drains everything it can on each poll; more than a message's worth left over
         // means the caller is not polling (a decision is pending) while the peer keeps sending.
         let bound = self.limits.max_buffered + self.limits.max_message_size as usize;

@@ -427,3 +427,34 @@ fn an_unreadable_data_message_does_not_end_the_publish() {
         if *payload == odd && values == &[Value::string("onTextData")]));
     assert!(matches!(&events[1], ServerEvent::Video { timestamp: 20, .. }));
 }
+
+#[test]
+fn reading_into_the_session_buffer_gives_the_same_events_as_feeding() {
+    let input = fixture("ffmpeg.c2s.bin");
+    let mut fed = ServerSession::new(ServerConfig::default());
+    let want = count(&serve(&mut fed, &input, 4096, Decision::Accept));
+    let mut direct = ServerSession::new(ServerConfig::default());
+    let mut events = Vec::new();
+    let mut rest = &input[..];
+    while !rest.is_empty() {
+        let (piece, tail) = rest.split_at(rest.len().min(4096));
+        rest = tail;
+        match direct.read_buffer() {
+            Some(buffer) => {
+                buffer.extend_from_slice(piece);
+                direct.received(piece.len()).unwrap();
+            }
+            None => direct.feed(piece).unwrap(),
+        }
+        while let Some(event) = direct.poll().unwrap() {
+            match &event {
+                ServerEvent::ConnectRequested { .. } => direct.accept_connect().unwrap(),
+                ServerEvent::PublishRequested { .. } => direct.accept_publish().unwrap(),
+                _ => {}
+            }
+            events.push(event);
+        }
+    }
+    assert_eq!(count(&events), want);
+    assert_eq!(want.video, 122);
+}

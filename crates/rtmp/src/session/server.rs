@@ -5,7 +5,7 @@
 //! the session reads nothing further until the caller calls `accept_*` or `reject_*`; bytes that
 //! arrive meanwhile stay buffered, and the next [`ServerSession::poll`] (or `handle_input(&[])`) goes on.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::{Link, SessionError, status_object};
 use crate::amf0::Value;
@@ -185,6 +185,20 @@ impl ServerSession {
             }
             None => self.link.feed(input),
         }
+    }
+
+    /// After the handshake, the buffer to read socket bytes into, so they are not copied again:
+    /// append to it (e.g. `read_buf`), then report the count with [`ServerSession::received`].
+    pub fn read_buffer(&mut self) -> Option<&mut BytesMut> {
+        match self.handshake {
+            Some(_) => None,
+            None => Some(self.link.reader.buffer()),
+        }
+    }
+
+    /// `n` bytes were appended to [`ServerSession::read_buffer`]; [`ServerSession::poll`] decodes them.
+    pub fn received(&mut self, n: usize) -> Result<(), SessionError> {
+        self.link.received(n)
     }
 
     /// The next event, or `None` when more input (or a decision on a request) is needed.
