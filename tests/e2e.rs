@@ -13,6 +13,8 @@ mod support;
 
 #[path = "e2e/api.rs"]
 mod api;
+#[path = "e2e/browser.rs"]
+mod browser;
 #[path = "e2e/durability.rs"]
 mod durability;
 #[path = "e2e/hls.rs"]
