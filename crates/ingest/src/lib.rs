@@ -159,7 +159,11 @@ impl Connection {
                 read = async {
                     match self.session.read_buffer() {
                         Some(buffer) => {
-                            buffer.reserve(READ_SIZE);
+                            // Reserve only when room runs low: a reserve while a message slice
+                            // still holds the buffer allocates a new one.
+                            if buffer.capacity() - buffer.len() < READ_SIZE / 4 {
+                                buffer.reserve(READ_SIZE);
+                            }
                             self.socket.read_buf(buffer).await
                         }
                         None => self.socket.read(&mut buf).await,
