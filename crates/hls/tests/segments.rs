@@ -18,7 +18,10 @@ fn events(tracks: &[Track], offset: u32) -> Vec<BusEvent> {
         env!("CARGO_MANIFEST_DIR"),
         "/../../../shared/fixtures/rtmp/source.flv"
     );
-    let file = Bytes::from(std::fs::read(path).unwrap());
+    let file = Bytes::from(
+        std::fs::read(path)
+            .unwrap_or_else(|e| panic!("fixture {path}: {e} (../shared must sit beside the repository)")),
+    );
     let mut demuxer = Demuxer::new();
     let mut events = Vec::new();
     for tag in file_tags(&file).unwrap() {

@@ -335,7 +335,10 @@ mod file_tests {
             env!("CARGO_MANIFEST_DIR"),
             "/../../../shared/fixtures/rtmp/source.flv"
         );
-        let file = Bytes::from(std::fs::read(path).unwrap());
+        let file =
+            Bytes::from(std::fs::read(path).unwrap_or_else(|e| {
+                panic!("fixture {path}: {e} (../shared must sit beside the repository)")
+            }));
         let tags = file_tags(&file).unwrap();
         let count = |kind| tags.iter().filter(|t| t.kind == kind).count();
         // 120 frames + the AVC configuration + end of sequence; 189 frames + the AAC configuration.
