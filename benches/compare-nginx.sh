@@ -1,0 +1,248 @@
+#!/usr/bin/env bash
+# Oxcast against nginx-rtmp under the same RTMP + HLS load, in one run on one machine.
+#
+# Usage:
+#   benches/compare-nginx.sh                        # 16 publishers, 16 readers, 2 rounds of 60 s each
+#   PUBLISHERS=4 READERS=0 ROUND_SECONDS=20 ROUNDS=1 benches/compare-nginx.sh
+#
+# What it does:
+#   1. Builds `oxcast` and `oxcast-load` in release mode (CARGO_TARGET_DIR is honoured; default
+#      ./target).
+#   2. Makes, once, a 10 s 1280x720 30 fps H.264 (keyframe every 2 s, ~2.9 Mbit/s) + AAC 128k FLV
+#      with ffmpeg, cached as target/oxcast-bench/src-720p30-3M-10s.flv.
+#   3. Starts Oxcast (temporary data dir, free loopback ports, OXCAST__* variables) and creates
+#      PUBLISHERS streams through its admin API; starts nginx-rtmp (`hls on`, hls_fragment 2s,
+#      hls_playlist_length 12s = Oxcast's 6 x 2 s window, `record off`) with an nginx `http` server
+#      on the HLS directory so readers follow it too.
+#   4. Runs the same load (`oxcast-load`: PUBLISHERS real-time publishers replaying the file,
+#      READERS HLS readers polling each playlist every POLL_MS ms and fetching every new segment)
+#      against each server in alternating rounds, Oxcast first: A B A B for ROUNDS=2.
+#   5. Measures each server's CPU seconds over each round (utime + stime from /proc/PID/stat; for
+#      nginx the master and its worker summed) and its RSS (VmRSS; nginx summed), and prints a table,
+#      the CPU ratio, the harness's own report (errors, segment latency p50/p99) and a JSON summary.
+#
+# Settings (environment): PUBLISHERS (16), READERS (16), POLL_MS (2), ROUND_SECONDS (60),
+# ROUNDS (2), PAUSE_SECONDS between rounds (5), KEEP=1 keeps the work directory.
+# Needs: cargo, ffmpeg, nginx with libnginx-mod-rtmp (Debian: `apt-get install ffmpeg nginx
+# libnginx-mod-rtmp`), curl, jq. Loopback only. Exits non-zero if a round reports errors.
+# Takes about ROUNDS * 2 * (ROUND_SECONDS + PAUSE_SECONDS + ~3) s after the build: ~4.5 min by default.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PUBLISHERS=${PUBLISHERS:-16}
+READERS=${READERS:-16}
+POLL_MS=${POLL_MS:-2}
+ROUND_SECONDS=${ROUND_SECONDS:-60}
+ROUNDS=${ROUNDS:-2}
+PAUSE_SECONDS=${PAUSE_SECONDS:-5}
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+NGINX_MODULE=/usr/lib/nginx/modules/ngx_rtmp_module.so
+
+die() { echo "compare-nginx: $*" >&2; exit 2; }
+for tool in cargo ffmpeg nginx curl jq; do
+    command -v "$tool" >/dev/null || die "$tool not found (Debian: apt-get install ffmpeg nginx libnginx-mod-rtmp curl jq)"
+done
+[ -f "$NGINX_MODULE" ] || die "$NGINX_MODULE missing (Debian: apt-get install libnginx-mod-rtmp)"
+
+echo "== building release binaries (target dir $TARGET_DIR)"
+(cd "$ROOT" && cargo build --release --quiet -p oxcast -p oxcast-load)
+OXCAST=$TARGET_DIR/release/oxcast
+LOAD=$TARGET_DIR/release/oxcast-load
+
+FLV=$ROOT/target/oxcast-bench/src-720p30-3M-10s.flv
+if [ ! -s "$FLV" ]; then
+    echo "== encoding $FLV (once)"
+    mkdir -p "$(dirname "$FLV")"
+    ffmpeg -v error -nostdin -y \
+        -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=frequency=1000:sample_rate=48000 -t 10 \
+        -c:v libx264 -preset veryfast -pix_fmt yuv420p -g 60 -keyint_min 60 -sc_threshold 0 \
+        -b:v 2900k -maxrate 3000k -bufsize 3000k \
+        -c:a aac -b:a 128k -ar 48000 -ac 2 -f flv "$FLV.part"
+    mv "$FLV.part" "$FLV"
+fi
+
+WORK=$(mktemp -d /tmp/oxcast-compare.XXXXXX)
+chmod 0755 "$WORK"
+OX_PID=""
+NGX_PID=""
+cleanup() {
+    [ -n "$OX_PID" ] && kill -TERM "$OX_PID" 2>/dev/null && wait "$OX_PID" 2>/dev/null
+    [ -n "$NGX_PID" ] && kill -QUIT "$NGX_PID" 2>/dev/null && wait "$NGX_PID" 2>/dev/null
+    if [ "${KEEP:-0}" = 1 ]; then echo "work directory kept: $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+
+# A loopback port nothing listens on (checked with ss), from a range well away from the usual ones.
+USED_PORTS=""
+free_port() {
+    local port
+    while :; do
+        port=$((20000 + RANDOM % 20000))
+        case " $USED_PORTS " in *" $port "*) continue ;; esac
+        if ! ss -Hltn "sport = :$port" | grep -q .; then
+            USED_PORTS="$USED_PORTS $port"
+            echo "$port"
+            return
+        fi
+    done
+}
+
+wait_http() { # URL
+    for _ in $(seq 1 200); do
+        curl -fs -o /dev/null "$1" && return 0
+        sleep 0.05
+    done
+    die "$1 did not answer"
+}
+
+cpu_ticks() { # PIDs...: utime + stime, summed
+    local total=0 pid stat rest
+    for pid in "$@"; do
+        stat=$(cat "/proc/$pid/stat")
+        rest=${stat##*) } # fields from 3 on; comm may contain spaces
+        set -- $rest
+        total=$((total + ${12} + ${13}))
+    done
+    echo "$total"
+}
+rss_kib() { # PIDs...: VmRSS summed
+    local total=0 pid kib
+    for pid in "$@"; do
+        kib=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")
+        total=$((total + kib))
+    done
+    echo "$total"
+}
+hwm_kib() {
+    local total=0 pid kib
+    for pid in "$@"; do
+        kib=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")
+        total=$((total + kib))
+    done
+    echo "$total"
+}
+HZ=$(getconf CLK_TCK)
+
+# ---- Oxcast
+OX_HTTP=$(free_port)
+OX_RTMP=$(free_port)
+mkdir -p "$WORK/oxcast"
+OXCAST__HTTP__LISTEN=127.0.0.1:$OX_HTTP OXCAST__RTMP__LISTEN=127.0.0.1:$OX_RTMP \
+OXCAST__PUBLIC__HTTP_URL=http://127.0.0.1:$OX_HTTP OXCAST__PUBLIC__RTMP_URL=rtmp://127.0.0.1:$OX_RTMP \
+OXCAST__STORAGE__DIR=$WORK/oxcast/data OXCAST__LOG__FILTER=warn \
+    "$OXCAST" >"$WORK/oxcast/stdout" 2>"$WORK/oxcast/log" </dev/null &
+OX_PID=$!
+wait_http "http://127.0.0.1:$OX_HTTP/healthz"
+AUTH=$(cat "$WORK/oxcast/data/api-credentials")
+API=http://127.0.0.1:$OX_HTTP/v2/video/local
+OX_KEYS=""
+OX_IDS=""
+for _ in $(seq 1 "$PUBLISHERS"); do
+    # A short idle timeout so a stream is idle again before its next round.
+    stream=$(curl -fsS -u "$AUTH" -H 'Content-Type: application/json' \
+        -d '{"input":{"type":"rtmp"},"idle_timeout_sec":2}' "$API/live_streams")
+    OX_KEYS="$OX_KEYS${OX_KEYS:+,}$(jq -r .data.input.stream_key <<<"$stream")"
+    OX_IDS="$OX_IDS${OX_IDS:+,}$(jq -r .data.id <<<"$stream")"
+done
+OX_ARGS=(--rtmp "rtmp://127.0.0.1:$OX_RTMP/streams" --keys "$OX_KEYS" --ids "$OX_IDS"
+    --hls-url-template "http://127.0.0.1:$OX_HTTP/local/video/live/live_stream_{id}_hls.m3u8")
+
+# ---- nginx-rtmp
+NGX_RTMP=$(free_port)
+NGX_HTTP=$(free_port)
+NGX=$WORK/nginx
+mkdir -p "$NGX/hls"
+chmod 0777 "$NGX" "$NGX/hls" # the worker runs as nobody
+cat >"$NGX/nginx.conf" <<EOF
+load_module $NGINX_MODULE;
+daemon off; worker_processes 1; pid $NGX/nginx.pid; error_log $NGX/error.log warn;
+events { worker_connections 1024; }
+rtmp { server { listen 127.0.0.1:$NGX_RTMP; chunk_size 4096;
+  application streams { live on; record off;
+    hls on; hls_path $NGX/hls; hls_fragment 2s; hls_playlist_length 12s; } } }
+http {
+  access_log off;
+  # Readers keep one connection each, as they do with Oxcast.
+  keepalive_requests 1000000; keepalive_timeout 75s;
+  types { application/vnd.apple.mpegurl m3u8; video/mp2t ts; }
+  server { listen 127.0.0.1:$NGX_HTTP;
+    # Readers poll before the first segment exists: no error-log line per 404.
+    location /hls/ { root $NGX; log_not_found off; add_header Cache-Control no-cache; } } }
+EOF
+nginx -p "$NGX" -c "$NGX/nginx.conf" 2>>"$NGX/stderr" </dev/null &
+NGX_PID=$!
+# The master's children: its worker (and a cache manager, idle here). CPU counts them all; RSS
+# counts the master and the worker (what holds the streams).
+NGX_WORKERS=""
+for _ in $(seq 1 100); do
+    NGX_CHILDREN=$(pgrep -P "$NGX_PID" | tr '\n' ' ' || true)
+    for pid in $NGX_CHILDREN; do
+        grep -q 'worker process' "/proc/$pid/cmdline" 2>/dev/null && NGX_WORKERS="$NGX_WORKERS $pid"
+    done
+    [ -n "$NGX_WORKERS" ] && break
+    sleep 0.05
+done
+NGX_WORKERS=${NGX_WORKERS# }
+[ -n "$NGX_WORKERS" ] || die "nginx did not start: $(cat "$NGX/error.log" "$NGX/stderr" 2>/dev/null)"
+for _ in $(seq 1 100); do
+    ss -Hltn "sport = :$NGX_RTMP" | grep -q . && ss -Hltn "sport = :$NGX_HTTP" | grep -q . && break
+    sleep 0.05
+done
+NGX_ARGS=(--rtmp "rtmp://127.0.0.1:$NGX_RTMP/streams" --key-prefix k --publishers "$PUBLISHERS"
+    --hls-url-template "http://127.0.0.1:$NGX_HTTP/hls/{key}.m3u8")
+
+echo "== Oxcast pid $OX_PID (rtmp $OX_RTMP, http $OX_HTTP); nginx master $NGX_PID, children $NGX_CHILDREN(worker $NGX_WORKERS) (rtmp $NGX_RTMP, http $NGX_HTTP)"
+echo "== load: $PUBLISHERS publishers of $FLV, $READERS readers polling every $POLL_MS ms, $ROUNDS x 2 rounds of ${ROUND_SECONDS} s"
+OX_RSS0=$(rss_kib "$OX_PID")
+NGX_RSS0=$(rss_kib "$NGX_PID" $NGX_WORKERS)
+
+RESULTS=$WORK/results.tsv
+: >"$RESULTS"
+failed=0
+round() { # NAME ROUND
+    local name=$1 n=$2
+    local pids rss_pids args json t0 t1 c0 c1 cpu rss status=0
+    if [ "$name" = oxcast ]; then
+        args=("${OX_ARGS[@]}"); pids=("$OX_PID"); rss_pids=("$OX_PID")
+    else
+        args=("${NGX_ARGS[@]}"); pids=("$NGX_PID" $NGX_CHILDREN); rss_pids=("$NGX_PID" $NGX_WORKERS)
+    fi
+    json=$WORK/$name-$n.json
+    c0=$(cpu_ticks "${pids[@]}")
+    t0=$(date +%s.%N)
+    "$LOAD" "${args[@]}" --flv "$FLV" --duration "$ROUND_SECONDS" --readers "$READERS" \
+        --poll-ms "$POLL_MS" --label "$name round $n" --json "$json" | sed "s/^/  [$name $n] /" || status=$?
+    t1=$(date +%s.%N)
+    c1=$(cpu_ticks "${pids[@]}")
+    rss=$(rss_kib "${rss_pids[@]}")
+    cpu=$(awk -v a="$c0" -v b="$c1" -v hz="$HZ" 'BEGIN { printf "%.2f", (b - a) / hz }')
+    [ "$status" = 0 ] || { failed=1; echo "  [$name $n] oxcast-load exited $status"; }
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$n" "$cpu" \
+        "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')" "$rss" \
+        "$(jq -r '.latency_ms.p50 // "-"' "$json" 2>/dev/null || echo -)" \
+        "$(jq -r '.latency_ms.p99 // "-"' "$json" 2>/dev/null || echo -)" \
+        "$(jq -r '.errors // "-"' "$json" 2>/dev/null || echo -)" >>"$RESULTS"
+}
+
+for n in $(seq 1 "$ROUNDS"); do
+    round oxcast "$n"
+    sleep "$PAUSE_SECONDS"
+    round nginx "$n"
+    sleep "$PAUSE_SECONDS"
+done
+
+echo
+echo "== results: $PUBLISHERS publishers x $(jq -r '.source.bitrate_bps / 1e6 | . * 100 | round / 100' "$WORK/oxcast-1.json") Mbit/s, $READERS readers every $POLL_MS ms, ${ROUND_SECONDS} s rounds, $(nproc) CPUs"
+printf '%-7s %5s %8s %8s %9s %9s %9s %6s\n' server round cpu_s wall_s rss_MiB p50_ms p99_ms errors
+while IFS=$'\t' read -r name n cpu wall rss p50 p99 errors; do
+    printf '%-7s %5s %8s %8s %9.1f %9s %9s %6s\n' "$name" "$n" "$cpu" "$wall" "$(awk -v k="$rss" 'BEGIN { print k / 1024 }')" "$p50" "$p99" "$errors"
+done <"$RESULTS"
+OX_CPU=$(awk -F'\t' '$1 == "oxcast" { s += $3 } END { printf "%.2f", s }' "$RESULTS")
+NGX_CPU=$(awk -F'\t' '$1 == "nginx" { s += $3 } END { printf "%.2f", s }' "$RESULTS")
+echo
+echo "CPU seconds, all rounds: oxcast $OX_CPU, nginx-rtmp $NGX_CPU; ratio oxcast/nginx = $(awk -v a="$OX_CPU" -v b="$NGX_CPU" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "-" }')"
+echo "RSS before the first round: oxcast $((OX_RSS0 / 1024)) MiB, nginx $((NGX_RSS0 / 1024)) MiB; peak (VmHWM): oxcast $(( $(hwm_kib "$OX_PID") / 1024 )) MiB, nginx $(( $(hwm_kib "$NGX_PID" $NGX_WORKERS) / 1024 )) MiB"
+if grep -qiE 'error|panic' "$WORK/oxcast/log"; then
+    echo "Oxcast logged errors:"; grep -iE 'error|panic' "$WORK/oxcast/log" | head -5
+fi
+exit "$failed"
