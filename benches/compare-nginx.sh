@@ -2,7 +2,7 @@
 # Oxcast against nginx-rtmp under the same RTMP + HLS load, in one run on one machine.
 #
 # Usage:
-#   benches/compare-nginx.sh                        # 16 publishers, 16 readers, 2 rounds of 60 s each
+#   benches/compare-nginx.sh          # 16 publishers; with 16 readers, then with none; 2 rounds each
 #   PUBLISHERS=4 READERS=0 ROUND_SECONDS=20 ROUNDS=1 benches/compare-nginx.sh
 #
 # What it does:
@@ -16,23 +16,26 @@
 #      on the HLS directory so readers follow it too.
 #   4. Runs the same load (`oxcast-load`: PUBLISHERS real-time publishers replaying the file,
 #      READERS HLS readers polling each playlist every POLL_MS ms and fetching every new segment)
-#      against each server in alternating rounds, Oxcast first: A B A B for ROUNDS=2.
+#      against each server in alternating rounds, Oxcast first: A B A B for ROUNDS=2. READERS may
+#      list several counts ("16 0", the default): one such phase per count, so the cost of ingest
+#      and packaging alone is measured too, without the HTTP polling.
 #   5. Measures each server's CPU seconds over each round (utime + stime from /proc/PID/stat; for
 #      nginx the master and its worker summed) and its RSS (VmRSS; nginx summed), and prints a table,
 #      the CPU ratio, the harness's own report (errors, segment latency p50/p99) and a JSON summary.
 #
-# Settings (environment): PUBLISHERS (16), READERS (16), POLL_MS (2), ROUND_SECONDS (60),
+# Settings (environment): PUBLISHERS (16), READERS ("16 0"), POLL_MS (2), ROUND_SECONDS (45),
 # ROUNDS (2), PAUSE_SECONDS between rounds (5), KEEP=1 keeps the work directory.
 # Needs: cargo, ffmpeg, nginx with libnginx-mod-rtmp (Debian: `apt-get install ffmpeg nginx
 # libnginx-mod-rtmp`), curl, jq. Loopback only. Exits non-zero if a round reports errors.
-# Takes about ROUNDS * 2 * (ROUND_SECONDS + PAUSE_SECONDS + ~3) s after the build: ~4.5 min by default.
+# Takes about phases * ROUNDS * 2 * (ROUND_SECONDS + PAUSE_SECONDS + ~1) s after the build: ~7 min by
+# default.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PUBLISHERS=${PUBLISHERS:-16}
-READERS=${READERS:-16}
+READERS=${READERS:-16 0}
 POLL_MS=${POLL_MS:-2}
-ROUND_SECONDS=${ROUND_SECONDS:-60}
+ROUND_SECONDS=${ROUND_SECONDS:-45}
 ROUNDS=${ROUNDS:-2}
 PAUSE_SECONDS=${PAUSE_SECONDS:-5}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -199,48 +202,55 @@ NGX_RSS0=$(rss_kib "$NGX_PID" $NGX_WORKERS)
 RESULTS=$WORK/results.tsv
 : >"$RESULTS"
 failed=0
-round() { # NAME ROUND
-    local name=$1 n=$2
+round() { # NAME ROUND READERS
+    local name=$1 n=$2 readers=$3
     local pids rss_pids args json t0 t1 c0 c1 cpu rss status=0
     if [ "$name" = oxcast ]; then
         args=("${OX_ARGS[@]}"); pids=("$OX_PID"); rss_pids=("$OX_PID")
     else
         args=("${NGX_ARGS[@]}"); pids=("$NGX_PID" $NGX_CHILDREN); rss_pids=("$NGX_PID" $NGX_WORKERS)
     fi
-    json=$WORK/$name-$n.json
+    json=$WORK/$name-$readers-$n.json
     c0=$(cpu_ticks "${pids[@]}")
     t0=$(date +%s.%N)
-    "$LOAD" "${args[@]}" --flv "$FLV" --duration "$ROUND_SECONDS" --readers "$READERS" \
+    "$LOAD" "${args[@]}" --flv "$FLV" --duration "$ROUND_SECONDS" --readers "$readers" \
         --poll-ms "$POLL_MS" --label "$name round $n" --json "$json" | sed "s/^/  [$name $n] /" || status=$?
     t1=$(date +%s.%N)
     c1=$(cpu_ticks "${pids[@]}")
     rss=$(rss_kib "${rss_pids[@]}")
     cpu=$(awk -v a="$c0" -v b="$c1" -v hz="$HZ" 'BEGIN { printf "%.2f", (b - a) / hz }')
     [ "$status" = 0 ] || { failed=1; echo "  [$name $n] oxcast-load exited $status"; }
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$n" "$cpu" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$readers" "$name" "$n" "$cpu" \
         "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')" "$rss" \
         "$(jq -r '.latency_ms.p50 // "-"' "$json" 2>/dev/null || echo -)" \
         "$(jq -r '.latency_ms.p99 // "-"' "$json" 2>/dev/null || echo -)" \
         "$(jq -r '.errors // "-"' "$json" 2>/dev/null || echo -)" >>"$RESULTS"
 }
 
-for n in $(seq 1 "$ROUNDS"); do
-    round oxcast "$n"
-    sleep "$PAUSE_SECONDS"
-    round nginx "$n"
-    sleep "$PAUSE_SECONDS"
+for readers in $READERS; do
+    echo "== phase: $readers readers"
+    for n in $(seq 1 "$ROUNDS"); do
+        round oxcast "$n" "$readers"
+        sleep "$PAUSE_SECONDS"
+        round nginx "$n" "$readers"
+        sleep "$PAUSE_SECONDS"
+    done
 done
 
+BITRATE=$(jq -r '.source.bitrate_bps / 1e6 | . * 100 | round / 100' "$(ls "$WORK"/oxcast-*-1.json | head -1)")
 echo
-echo "== results: $PUBLISHERS publishers x $(jq -r '.source.bitrate_bps / 1e6 | . * 100 | round / 100' "$WORK/oxcast-1.json") Mbit/s, $READERS readers every $POLL_MS ms, ${ROUND_SECONDS} s rounds, $(nproc) CPUs"
-printf '%-7s %5s %8s %8s %9s %9s %9s %6s\n' server round cpu_s wall_s rss_MiB p50_ms p99_ms errors
-while IFS=$'\t' read -r name n cpu wall rss p50 p99 errors; do
-    printf '%-7s %5s %8s %8s %9.1f %9s %9s %6s\n' "$name" "$n" "$cpu" "$wall" "$(awk -v k="$rss" 'BEGIN { print k / 1024 }')" "$p50" "$p99" "$errors"
+echo "== results: $PUBLISHERS publishers x $BITRATE Mbit/s, readers polling every $POLL_MS ms, ${ROUND_SECONDS} s rounds, $(nproc) CPUs"
+printf '%7s %-7s %5s %8s %8s %9s %9s %9s %6s\n' readers server round cpu_s wall_s rss_MiB p50_ms p99_ms errors
+while IFS=$'\t' read -r readers name n cpu wall rss p50 p99 errors; do
+    printf '%7s %-7s %5s %8s %8s %9.1f %9s %9s %6s\n' "$readers" "$name" "$n" "$cpu" "$wall" \
+        "$(awk -v k="$rss" 'BEGIN { print k / 1024 }')" "$p50" "$p99" "$errors"
 done <"$RESULTS"
-OX_CPU=$(awk -F'\t' '$1 == "oxcast" { s += $3 } END { printf "%.2f", s }' "$RESULTS")
-NGX_CPU=$(awk -F'\t' '$1 == "nginx" { s += $3 } END { printf "%.2f", s }' "$RESULTS")
 echo
-echo "CPU seconds, all rounds: oxcast $OX_CPU, nginx-rtmp $NGX_CPU; ratio oxcast/nginx = $(awk -v a="$OX_CPU" -v b="$NGX_CPU" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "-" }')"
+for readers in $READERS; do
+    OX_CPU=$(awk -F'\t' -v r="$readers" '$1 == r && $2 == "oxcast" { s += $4 } END { printf "%.2f", s }' "$RESULTS")
+    NGX_CPU=$(awk -F'\t' -v r="$readers" '$1 == r && $2 == "nginx" { s += $4 } END { printf "%.2f", s }' "$RESULTS")
+    echo "$readers readers: CPU seconds over all rounds: oxcast $OX_CPU, nginx-rtmp $NGX_CPU; ratio oxcast/nginx = $(awk -v a="$OX_CPU" -v b="$NGX_CPU" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "-" }')"
+done
 echo "RSS before the first round: oxcast $((OX_RSS0 / 1024)) MiB, nginx $((NGX_RSS0 / 1024)) MiB; peak (VmHWM): oxcast $(( $(hwm_kib "$OX_PID") / 1024 )) MiB, nginx $(( $(hwm_kib "$NGX_PID" $NGX_WORKERS) / 1024 )) MiB"
 if grep -qiE 'error|panic' "$WORK/oxcast/log"; then
     echo "Oxcast logged errors:"; grep -iE 'error|panic' "$WORK/oxcast/log" | head -5
