@@ -426,3 +426,23 @@ fn a_keyframe_interval_longer_than_the_target_raises_the_target_duration() {
     let _ = ffmpeg.kill();
     let _ = ffmpeg.wait();
 }
+
+#[test]
+fn deleting_a_stream_removes_its_playlist() {
+    let server = Server::start();
+    let s = server.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 1}));
+    let id = s["id"].as_str().unwrap();
+    let url = hls_url(&s);
+    let (ok, err) = wait_child(&mut encoder(&publish_url(&s), 3, "320x240", 1, "va"), LIMIT);
+    assert!(ok, "{err}");
+    server.wait_status(id, "idle", LIMIT);
+    assert!(
+        wait_until(|| fetch_playlist(&url).filter(|l| l.ended), LIMIT).ended,
+        "the ended playlist is served"
+    );
+    server.delete(&format!("/live_streams/{id}")).assert_ok_message();
+    assert!(
+        fetch_playlist(&url).is_none(),
+        "a deleted stream's playlist is gone"
+    );
+}

@@ -34,6 +34,8 @@ pub trait OutputRunner: Send + Sync + 'static {
     fn stream_active(&self, stream: &LiveStream, bus: &Arc<StreamBus>);
     /// The stream went idle: stop its outputs (end the playlist, finalize the archive, close relays).
     fn stream_idle(&self, stream_id: &StreamId, reason: IdleReason);
+    /// The stream was deleted: forget what its outputs still serve (an ended playlist).
+    fn stream_deleted(&self, _stream_id: &StreamId) {}
 }
 
 /// Why a request was refused.
@@ -235,6 +237,7 @@ impl Registry {
         if !self.store.delete_stream(id).await? {
             return Err(RegistryError::StreamNotFound);
         }
+        self.runner.stream_deleted(id);
         tracing::info!(stream_id = %id, "live stream deleted");
         Ok(())
     }

@@ -71,7 +71,7 @@ impl HlsOutputs {
         tokio::spawn(package(stream_id.clone(), subscriber, playlist, target_ms));
     }
 
-    /// Forgets a deleted stream.
+    /// Forgets a deleted stream: its playlist and segments answer 404 from now on.
     pub fn remove(&self, stream_id: &StreamId) {
         lock(&self.playlists).remove(stream_id);
     }

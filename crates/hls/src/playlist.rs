@@ -88,7 +88,9 @@ impl Playlist {
                 self.retired.push_back(old);
             }
         }
-        while self.retired.len() > self.window {
+        // RFC 8216 §6.2.2: a removed segment stays available for its own duration plus the
+        // playlist's, so one segment more than the window.
+        while self.retired.len() > self.window + 1 {
             self.retired.pop_front();
         }
         self.render();
@@ -228,10 +230,11 @@ mod tests {
         let text = String::from_utf8(playlist.text().unwrap().to_vec()).unwrap();
         assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:12\n#EXT-X-DISCONTINUITY-SEQUENCE:1\n"));
         assert!(!text.contains("#EXT-X-DISCONTINUITY\n"));
-        // Retired segments stay fetchable for a while.
+        // Retired segments stay fetchable for a while: the window's length plus one.
         assert!(playlist.segment(11).is_some() && playlist.segment(10).is_some());
         playlist.push(segment(2000, false));
-        assert!(playlist.segment(10).is_none());
+        playlist.push(segment(2000, false));
+        assert!(playlist.segment(10).is_none() && playlist.segment(11).is_some());
         playlist.end();
         assert!(
             String::from_utf8(playlist.text().unwrap().to_vec())

@@ -20,6 +20,10 @@ impl OutputRunner for Outputs {
         }
     }
 
+    fn stream_deleted(&self, stream_id: &StreamId) {
+        self.hls.remove(stream_id);
+    }
+
     fn stream_idle(&self, stream_id: &StreamId, reason: IdleReason) {
         // The bus has ended: each output finishes on its own (the playlist gets EXT-X-ENDLIST).
         tracing::debug!(stream_id = %stream_id, %reason, "stopping outputs");
