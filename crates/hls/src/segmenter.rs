@@ -106,17 +106,11 @@ impl Segmenter {
 
     fn video_frame(&mut self, frame: Frame) -> Option<Segment> {
         self.video.as_ref()?;
-        let mut closed = None;
-        if frame.keyframe {
-            let due = self
-                .open
-                .as_ref()
-                .is_none_or(|o| frame.dts - o.start_dts >= self.target_ms);
-            if due || self.tracks_changed {
-                closed = self.close(Some(frame.dts));
-                self.start(frame.dts);
-            }
-        }
+        let closed = if frame.keyframe {
+            self.cut_if_due(frame.dts)
+        } else {
+            None
+        };
         if let Some(last) = self.last_video_dts.replace(frame.dts) {
             self.frame_step_ms = (frame.dts - last).clamp(1, 1000);
         }
@@ -139,18 +133,12 @@ impl Segmenter {
 
     fn audio_frame(&mut self, frame: Frame) -> Option<Segment> {
         self.audio.as_ref()?;
-        let mut closed = None;
-        if self.video.is_none() {
-            // Audio only: every frame is a possible start; cut on time.
-            let due = self
-                .open
-                .as_ref()
-                .is_none_or(|o| frame.dts - o.start_dts >= self.target_ms);
-            if due || self.tracks_changed {
-                closed = self.close(Some(frame.dts));
-                self.start(frame.dts);
-            }
-        }
+        // Audio only: every frame is a possible start; cut on time.
+        let closed = if self.video.is_none() {
+            self.cut_if_due(frame.dts)
+        } else {
+            None
+        };
         // With video, audio waits for the first keyframe's segment.
         let open = self.open.as_mut()?;
         open.last_dts = open.last_dts.max(frame.dts);
@@ -170,6 +158,21 @@ impl Segmenter {
                 &mut open.buf,
             );
         }
+        closed
+    }
+
+    /// At a possible segment start: closes the open segment and starts the next when the target
+    /// duration is reached (or none is open, or the codecs changed).
+    fn cut_if_due(&mut self, dts: i64) -> Option<Segment> {
+        let due = self
+            .open
+            .as_ref()
+            .is_none_or(|o| dts - o.start_dts >= self.target_ms);
+        if !due && !self.tracks_changed {
+            return None;
+        }
+        let closed = self.close(Some(dts));
+        self.start(dts);
         closed
     }
 
