@@ -179,10 +179,13 @@ fn print_banner(settings: &Settings, credentials: &oxcast_api::Credentials, orig
          \n  API key      {key}\
          \n  API secret   {secret}\
          \n  RTMP ingest  {rtmp}/streams   (in OBS: Server = a stream's input.uri, Stream Key = its stream_key)\
+         \n  HLS          {http}/{cloud}/video/live/live_stream_<id>_hls.m3u8   (a stream's default hls output uri)\
          \n\nCreate a stream:\
          \n  curl -u {user} -H 'Content-Type: application/json' -d '{{\"input\":{{\"type\":\"rtmp\"}}}}' {api_base}/live_streams\n",
         version = env!("CARGO_PKG_VERSION"),
         key = credentials.key,
         rtmp = settings.public_rtmp_url,
+        http = settings.public_http_url,
+        cloud = settings.cloud_name,
     );
 }
