@@ -94,6 +94,12 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static(r#"Basic realm="oxcast""#),
             );
         }
+        // The rest of an oversized body is never read, so the connection cannot carry another
+        // request; saying so keeps clients from reusing it and failing their next request.
+        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
+            res.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         res.extensions_mut().insert(Payload::Error(self.message));
         res
     }
