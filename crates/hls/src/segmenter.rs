@@ -30,12 +30,11 @@ pub struct Segmenter {
     audio: Option<Arc<AacConfig>>,
     muxer: Option<TsMuxer>,
     open: Option<Open>,
-    audio_batch: Vec<Frame>,
-    audio_batch_bytes: usize,
+    audio_batch: AudioBatch,
     /// The next segment starts a new program (codecs changed) or follows a break.
     discontinuity: bool,
     tracks_changed: bool,
-    /// Typical frame spacing, to give the last segment of a stream its duration.
+    /// Video frame spacing, to give the last segment of a stream its duration.
     frame_step_ms: i64,
     last_video_dts: Option<i64>,
     /// Expected bytes per segment, so buffers are allocated once.
@@ -52,8 +51,7 @@ impl Segmenter {
             audio: None,
             muxer: None,
             open: None,
-            audio_batch: Vec::new(),
-            audio_batch_bytes: 0,
+            audio_batch: AudioBatch::default(),
             discontinuity: false,
             tracks_changed: false,
             frame_step_ms: 33,
@@ -118,12 +116,7 @@ impl Segmenter {
         open.last_dts = open.last_dts.max(frame.dts);
         if let Some(muxer) = &mut self.muxer {
             // Audio that arrived first is older: it goes out before this frame.
-            flush_audio(
-                muxer,
-                &mut self.audio_batch,
-                &mut self.audio_batch_bytes,
-                &mut open.buf,
-            );
+            self.audio_batch.flush(muxer, &mut open.buf);
             if muxer.write_video(&frame, &mut open.buf).is_err() {
                 self.dropped_frames += 1;
             }
@@ -142,21 +135,10 @@ impl Segmenter {
         // With video, audio waits for the first keyframe's segment.
         let open = self.open.as_mut()?;
         open.last_dts = open.last_dts.max(frame.dts);
-        if self.video.is_none() {
-            self.frame_step_ms =
-                1024 * 1000 / i64::from(self.audio.as_ref().map_or(48_000, |a| a.sample_rate));
-        }
-        self.audio_batch_bytes += frame.data.len() + 7;
-        self.audio_batch.push(frame);
-        let full = self.audio_batch.len() >= AUDIO_FRAMES_PER_PES
-            || self.audio_batch_bytes > MAX_AUDIO_PES_PAYLOAD / 2;
-        if full && let Some(muxer) = &mut self.muxer {
-            flush_audio(
-                muxer,
-                &mut self.audio_batch,
-                &mut self.audio_batch_bytes,
-                &mut open.buf,
-            );
+        if self.audio_batch.push(frame)
+            && let Some(muxer) = &mut self.muxer
+        {
+            self.audio_batch.flush(muxer, &mut open.buf);
         }
         closed
     }
@@ -202,14 +184,14 @@ impl Segmenter {
     fn close(&mut self, next_start: Option<i64>) -> Option<Segment> {
         let mut open = self.open.take()?;
         if let Some(muxer) = &mut self.muxer {
-            flush_audio(
-                muxer,
-                &mut self.audio_batch,
-                &mut self.audio_batch_bytes,
-                &mut open.buf,
-            );
+            self.audio_batch.flush(muxer, &mut open.buf);
         }
-        let end = next_start.unwrap_or(open.last_dts + self.frame_step_ms);
+        // The last frame's length: the video frame spacing, or one AAC frame for audio only.
+        let step = match (&self.video, &self.audio) {
+            (None, Some(audio)) => i64::from(audio.frame_samples()) * 1000 / i64::from(audio.sample_rate),
+            _ => self.frame_step_ms,
+        };
+        let end = next_start.unwrap_or(open.last_dts + step);
         self.capacity_hint = open.buf.len() + open.buf.len() / 4;
         Some(Segment {
             duration_ms: (end - open.start_dts).max(1),
@@ -220,10 +202,27 @@ impl Segmenter {
     }
 }
 
-fn flush_audio(muxer: &mut TsMuxer, batch: &mut Vec<Frame>, bytes: &mut usize, out: &mut Vec<u8>) {
-    if !batch.is_empty() {
-        muxer.write_audio(batch, out);
-        batch.clear();
-        *bytes = 0;
+/// AAC frames waiting to share one PES packet.
+#[derive(Debug, Default)]
+struct AudioBatch {
+    frames: Vec<Frame>,
+    /// Their PES payload: each frame plus its 7-byte ADTS header.
+    bytes: usize,
+}
+
+impl AudioBatch {
+    /// Adds a frame; true when the batch is full and should be flushed.
+    fn push(&mut self, frame: Frame) -> bool {
+        self.bytes += frame.data.len() + 7;
+        self.frames.push(frame);
+        self.frames.len() >= AUDIO_FRAMES_PER_PES || self.bytes > MAX_AUDIO_PES_PAYLOAD / 2
+    }
+
+    fn flush(&mut self, muxer: &mut TsMuxer, out: &mut Vec<u8>) {
+        if !self.frames.is_empty() {
+            muxer.write_audio(&self.frames, out);
+            self.frames.clear();
+            self.bytes = 0;
+        }
     }
 }

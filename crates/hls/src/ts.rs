@@ -102,18 +102,21 @@ impl TsMuxer {
     /// One video frame as a PES packet.
     pub fn write_video(&mut self, frame: &Frame, out: &mut Vec<u8>) -> Result<(), MediaError> {
         let Some(config) = &self.video else { return Ok(()) };
+        let units = || nal_units(&frame.data, config.nal_length_size);
+        // A first pass refuses a malformed frame before any byte of it is written.
+        let mut has_sps = false;
+        for unit in units() {
+            has_sps |= nal_unit_type(unit?) == Some(nal_type::SPS);
+        }
         let mut pieces: Vec<&[u8]> = Vec::with_capacity(16);
         pieces.push(&AUD);
-        let units: Vec<bytes::Bytes> =
-            nal_units(&frame.data, config.nal_length_size).collect::<Result<_, _>>()?;
-        let has_sps = units.iter().any(|u| nal_unit_type(u) == Some(nal_type::SPS));
         if frame.keyframe && !has_sps {
             for set in config.sps.iter().chain(&config.pps) {
                 pieces.push(&START_CODE);
                 pieces.push(set);
             }
         }
-        for unit in &units {
+        for unit in units().flatten() {
             // Our own delimiter is already first; a second one would start an empty access unit.
             if nal_unit_type(unit) == Some(nal_type::AUD) {
                 continue;
@@ -195,8 +198,10 @@ fn timestamp(prefix: u8, ts: u64) -> [u8; 5] {
     ]
 }
 
-/// Copies a sequence of byte slices into packets, continuing where the last copy stopped.
+/// Copies the PES header, then a sequence of byte slices, into packets, continuing where the last
+/// copy stopped.
 struct Pieces<'a> {
+    head: &'a [u8],
     parts: &'a [&'a [u8]],
     index: usize,
     offset: usize,
@@ -204,6 +209,10 @@ struct Pieces<'a> {
 
 impl Pieces<'_> {
     fn copy_into(&mut self, out: &mut Vec<u8>, mut n: usize) {
+        let head = self.head.len().min(n);
+        out.extend_from_slice(self.head.get(..head).unwrap_or_default());
+        self.head = self.head.get(head..).unwrap_or_default();
+        n -= head;
         while n > 0 {
             let Some(part) = self.parts.get(self.index) else {
                 return;
@@ -253,11 +262,9 @@ fn write_pes(
     };
     header[4..6].copy_from_slice(&pes_len.to_be_bytes());
 
-    let parts: Vec<&[u8]> = std::iter::once(header.get(..header_len).unwrap_or_default())
-        .chain(payload.iter().copied())
-        .collect();
     let mut source = Pieces {
-        parts: &parts,
+        head: header.get(..header_len).unwrap_or_default(),
+        parts: payload,
         index: 0,
         offset: 0,
     };
