@@ -23,5 +23,7 @@ mod hls;
 mod ingest;
 #[path = "e2e/lifecycle.rs"]
 mod lifecycle;
+#[path = "e2e/publisher.rs"]
+mod publisher;
 #[path = "e2e/startup.rs"]
 mod startup;

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::hls::{encoder, hls_url, wait_segments};
-use crate::ingest::publish_url;
+use crate::hls::{hls_url, wait_segments};
+use crate::publisher::{encoder, publish_url};
 use crate::support::Server;
 
 const LIMIT: Duration = Duration::from_secs(60);

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use mpeg2ts::ts::{ReadTsPacket, TsPacketReader, TsPayload};
 use serde_json::{Value, json};
 
-use crate::ingest::{publish_url, wait_child};
+use crate::publisher::{encoder, publish_url, wait_child};
 use crate::support::Server;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -17,43 +17,6 @@ pub fn hls_url(stream: &Value) -> String {
     let outputs = stream["outputs"].as_array().unwrap();
     let hls = outputs.iter().find(|o| o["type"] == "hls").unwrap();
     hls["uri"].as_str().unwrap().to_owned()
-}
-
-/// An encode like the TESTING recipe: a keyframe exactly every `gop_sec` seconds.
-pub fn encoder(url: &str, seconds: u32, size: &str, gop_sec: u32, tracks: &str) -> std::process::Child {
-    let gop = (30 * gop_sec).to_string();
-    let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-v", "error", "-nostdin", "-re"]);
-    if tracks.contains('v') {
-        cmd.args(["-f", "lavfi", "-i", &format!("testsrc2=size={size}:rate=30")]);
-    }
-    if tracks.contains('a') {
-        cmd.args(["-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000"]);
-    }
-    cmd.args(["-t", &seconds.to_string()]);
-    if tracks.contains('v') {
-        cmd.args(["-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency"]);
-        cmd.args([
-            "-g",
-            &gop,
-            "-keyint_min",
-            &gop,
-            "-sc_threshold",
-            "0",
-            "-b:v",
-            "1500k",
-            "-pix_fmt",
-            "yuv420p",
-        ]);
-    }
-    if tracks.contains('a') {
-        cmd.args(["-c:a", "aac", "-b:a", "128k", "-ar", "48000", "-ac", "2"]);
-    }
-    cmd.args(["-flvflags", "no_duration_filesize", "-f", "flv", url]);
-    cmd.stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap()
 }
 
 pub struct Listing {
@@ -159,25 +122,28 @@ pub fn check_segment(data: &[u8]) {
         "segment starts with PAT"
     );
     let second = reader.read_ts_packet().unwrap().unwrap();
-    assert!(matches!(second.payload, Some(TsPayload::Pmt(_))), "then PMT");
-    let mut has_video = false;
-    let mut pes_seen = false;
-    while let Some(packet) = reader.read_ts_packet().unwrap() {
-        if let Some(TsPayload::PesStart(pes)) = &packet.payload {
-            if !pes_seen && pes.header.stream_id.as_u8() == 0xE0 {
-                has_video = true;
-                let random_access = packet
-                    .adaptation_field
-                    .as_ref()
-                    .is_some_and(|a| a.random_access_indicator);
-                assert!(random_access, "the first video PES is a keyframe");
-            }
-            if pes.header.stream_id.as_u8() == 0xE0 || !has_video {
-                pes_seen = true;
-            }
-        }
+    let Some(TsPayload::Pmt(pmt)) = second.payload else {
+        panic!("then PMT")
+    };
+    // H.264 in the program: the segment's first PES must be a video keyframe, whatever else it holds.
+    let has_video = pmt
+        .es_info
+        .iter()
+        .any(|es| es.stream_type == mpeg2ts::es::StreamType::H264);
+    let first_pes = std::iter::from_fn(|| reader.read_ts_packet().unwrap())
+        .find(|p| matches!(p.payload, Some(TsPayload::PesStart(_))))
+        .expect("a segment holds media");
+    let Some(TsPayload::PesStart(pes)) = &first_pes.payload else {
+        unreachable!()
+    };
+    if has_video {
+        assert_eq!(pes.header.stream_id.as_u8(), 0xE0, "the first PES is video");
+        let random_access = first_pes
+            .adaptation_field
+            .as_ref()
+            .is_some_and(|a| a.random_access_indicator);
+        assert!(random_access, "the first video PES is a keyframe");
     }
-    assert!(pes_seen);
 }
 
 fn probe_streams(url: &str) -> String {

@@ -3,85 +3,21 @@
 
 use std::io::Read;
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
+use crate::publisher::{publish_url, small_encoder, wait_child};
 use crate::support::{Options, Server};
 
 const LIMIT: Duration = Duration::from_secs(30);
-
-fn require_ffmpeg() {
-    let found = Command::new("ffmpeg")
-        .arg("-version")
-        .stdout(Stdio::null())
-        .status();
-    assert!(
-        found.is_ok_and(|s| s.success()),
-        "ffmpeg is not installed: `apt-get install ffmpeg` (scripts/test installs it)"
-    );
-}
-
-/// ffmpeg encoding a small synthetic H.264+AAC stream in real time to `url` for `seconds`.
-pub fn ffmpeg_publish(url: &str, seconds: u32) -> Child {
-    require_ffmpeg();
-    Command::new("ffmpeg")
-        .args(["-v", "error", "-nostdin", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000"])
-        .args(["-t", &seconds.to_string(), "-map", "0:v", "-map", "1:a"])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-tune",
-            "zerolatency",
-            "-g",
-            "30",
-            "-pix_fmt",
-            "yuv420p",
-        ])
-        .args(["-c:a", "aac", "-b:a", "64k", "-f", "flv", url])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-/// Waits for a child to exit; returns whether it succeeded and its stderr.
-pub fn wait_child(child: &mut Child, limit: Duration) -> (bool, String) {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-            return (status.success(), err);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("child did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-pub fn publish_url(stream: &Value) -> String {
-    let input = &stream["input"];
-    format!(
-        "{}/{}",
-        input["uri"].as_str().unwrap(),
-        input["stream_key"].as_str().unwrap()
-    )
-}
 
 #[test]
 fn publishing_activates_the_stream_and_leaving_lets_it_go_idle() {
     let server = Server::start();
     let s = server.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 2}));
     let id = s["id"].as_str().unwrap();
-    let mut encoder = ffmpeg_publish(&publish_url(&s), 3);
+    let mut encoder = small_encoder(&publish_url(&s), 3);
     server.wait_status(id, "active", LIMIT);
     let (ok, err) = wait_child(&mut encoder, LIMIT);
     assert!(ok, "ffmpeg failed: {err}");
@@ -98,7 +34,7 @@ fn an_unknown_key_is_refused_and_the_encoder_is_told_why() {
     let server = Server::start();
     let s = server.create_stream(json!({"input": {"type": "rtmp"}}));
     let url = format!("{}/{}", s["input"]["uri"].as_str().unwrap(), "not-the-key");
-    let (ok, err) = wait_child(&mut ffmpeg_publish(&url, 2), LIMIT);
+    let (ok, err) = wait_child(&mut small_encoder(&url, 2), LIMIT);
     assert!(!ok, "ffmpeg must fail on a refused publish");
     assert!(
         err.contains("unknown stream key"),
@@ -117,7 +53,7 @@ fn an_unknown_key_is_refused_and_the_encoder_is_told_why() {
     assert_eq!(server.status(s["id"].as_str().unwrap()), "idle");
     // A wrong application is refused the same way.
     let wrong_app = publish_url(&s).replace("/streams/", "/live/");
-    let (ok, _) = wait_child(&mut ffmpeg_publish(&wrong_app, 2), LIMIT);
+    let (ok, _) = wait_child(&mut small_encoder(&wrong_app, 2), LIMIT);
     assert!(!ok);
     assert!(server.log().contains("unknown application"), "{}", server.log());
 }
@@ -144,7 +80,7 @@ fn a_client_that_says_nothing_is_disconnected() {
     garbage.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     assert!(matches!(garbage.read(&mut buf), Ok(0) | Err(_)));
     let s = server.create_stream(json!({"input": {"type": "rtmp"}}));
-    let mut encoder = ffmpeg_publish(&publish_url(&s), 2);
+    let mut encoder = small_encoder(&publish_url(&s), 2);
     server.wait_status(s["id"].as_str().unwrap(), "active", LIMIT);
     assert!(wait_child(&mut encoder, LIMIT).0);
 }
@@ -154,10 +90,10 @@ fn a_second_encoder_takes_the_stream_over() {
     let server = Server::start();
     let s = server.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 30}));
     let id = s["id"].as_str().unwrap();
-    let mut first = ffmpeg_publish(&publish_url(&s), 60);
+    let mut first = small_encoder(&publish_url(&s), 60);
     server.wait_status(id, "active", LIMIT);
     std::thread::sleep(Duration::from_secs(1));
-    let mut second = ffmpeg_publish(&publish_url(&s), 3);
+    let mut second = small_encoder(&publish_url(&s), 3);
     // The first encoder loses its connection; the second publishes to the end.
     let (first_ok, _) = wait_child(&mut first, LIMIT);
     assert!(!first_ok, "the replaced encoder's connection is closed");
@@ -168,5 +104,62 @@ fn a_second_encoder_takes_the_stream_over() {
         server.log().contains("new publisher took over"),
         "{}",
         server.log()
+    );
+}
+
+/// Connects and completes a bare RTMP handshake (simple scheme), then says nothing more.
+fn handshake_only(port: u16) -> TcpStream {
+    let mut socket = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut c0c1 = vec![0u8; 1537];
+    c0c1[0] = 3;
+    std::io::Write::write_all(&mut socket, &c0c1).unwrap();
+    let mut s0s1s2 = vec![0u8; 3073];
+    socket.read_exact(&mut s0s1s2).unwrap();
+    std::io::Write::write_all(&mut socket, &s0s1s2[1..1537]).unwrap();
+    socket
+}
+
+#[test]
+fn a_connection_that_sends_no_media_is_closed_after_the_no_media_timeout() {
+    let server = Server::start_with(Options {
+        env: vec![("OXCAST__RTMP__NO_MEDIA_TIMEOUT_SEC".into(), "1".into())],
+        ..Options::default()
+    });
+    let mut idle = handshake_only(server.rtmp_port);
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    assert!(
+        matches!(idle.read(&mut buf), Ok(0) | Err(_)),
+        "the server closes it"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "after about 1 s, not the read timeout"
+    );
+    assert!(server.log().contains("no media; closed"), "{}", server.log());
+}
+
+#[test]
+fn connections_over_the_cap_are_closed_and_the_first_one_is_served() {
+    let server = Server::start_with(Options {
+        env: vec![("OXCAST__RTMP__MAX_CONNECTIONS".into(), "1".into())],
+        ..Options::default()
+    });
+    let mut first = handshake_only(server.rtmp_port);
+    let mut second = TcpStream::connect(("127.0.0.1", server.rtmp_port)).unwrap();
+    second.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 16];
+    assert!(
+        matches!(second.read(&mut buf), Ok(0) | Err(_)),
+        "the connection over the cap is closed"
+    );
+    assert!(server.log().contains("too many connections"), "{}", server.log());
+    // The first one is still open: the server is waiting for its commands.
+    first.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let still_open = first.read(&mut buf);
+    assert!(
+        matches!(&still_open, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut),
+        "{still_open:?}"
     );
 }

@@ -1,0 +1,86 @@
+//! Publishing to the server under test with a real encoder (ffmpeg), and the tools' checks.
+
+use std::io::Read as _;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Fails (never skips) when a program the tests run is missing, naming the package to install.
+pub fn require(program: &str, package: &str) {
+    let found = Command::new(program)
+        .arg("-version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    assert!(
+        found.is_ok_and(|s| s.success()),
+        "{program} is not installed: `apt-get install {package}` (scripts/test installs it)"
+    );
+}
+
+/// An encode like the TESTING recipe: a keyframe exactly every `gop_sec` seconds.
+pub fn encoder(url: &str, seconds: u32, size: &str, gop_sec: u32, tracks: &str) -> Child {
+    require("ffmpeg", "ffmpeg");
+    let gop = (30 * gop_sec).to_string();
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-v", "error", "-nostdin", "-re"]);
+    if tracks.contains('v') {
+        cmd.args(["-f", "lavfi", "-i", &format!("testsrc2=size={size}:rate=30")]);
+    }
+    if tracks.contains('a') {
+        cmd.args(["-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000"]);
+    }
+    cmd.args(["-t", &seconds.to_string()]);
+    if tracks.contains('v') {
+        cmd.args(["-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency"]);
+        cmd.args([
+            "-g",
+            &gop,
+            "-keyint_min",
+            &gop,
+            "-sc_threshold",
+            "0",
+            "-b:v",
+            "1500k",
+            "-pix_fmt",
+            "yuv420p",
+        ]);
+    }
+    if tracks.contains('a') {
+        cmd.args(["-c:a", "aac", "-b:a", "128k", "-ar", "48000", "-ac", "2"]);
+    }
+    cmd.args(["-flvflags", "no_duration_filesize", "-f", "flv", url]);
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
+}
+
+/// A small live encode (320x240, keyframe every second, H.264 + AAC): enough to drive the ingest.
+pub fn small_encoder(url: &str, seconds: u32) -> Child {
+    encoder(url, seconds, "320x240", 1, "va")
+}
+
+/// Waits for a child to exit; returns whether it succeeded and its stderr.
+pub fn wait_child(child: &mut Child, limit: Duration) -> (bool, String) {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            return (status.success(), err);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("child did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn publish_url(stream: &Value) -> String {
+    let input = &stream["input"];
+    format!(
+        "{}/{}",
+        input["uri"].as_str().unwrap(),
+        input["stream_key"].as_str().unwrap()
+    )
+}
