@@ -13,6 +13,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use oxcast_media::flv::file_tags;
 use oxcast_rtmp::amf0;
 use oxcast_rtmp::{ClientConfig, ClientSession};
 
@@ -24,7 +25,7 @@ fn main() -> Result<(), Error> {
         return Err("usage: publish_flv FILE.flv rtmp://host[:port]/app/key [--realtime]".into());
     };
     let realtime = args.iter().any(|a| a == "--realtime");
-    let tags = flv_tags(&std::fs::read(path)?)?;
+    let tags = file_tags(&Bytes::from(std::fs::read(path)?))?;
     let (host, app, key) = split_url(url)?;
 
     let mut socket = TcpStream::connect(&host)?;
@@ -108,39 +109,4 @@ fn split_url(url: &str) -> Result<(String, String, String), Error> {
         format!("{authority}:1935")
     };
     Ok((host, app.to_owned(), key.to_owned()))
-}
-
-struct Tag {
-    kind: u8,
-    timestamp: u32,
-    body: Bytes,
-}
-
-/// FLV (Adobe FLV v10.1 §E): a 9-byte header, then tags of an 11-byte header, a body, and a
-/// 4-byte previous-tag size.
-fn flv_tags(file: &[u8]) -> Result<Vec<Tag>, Error> {
-    if file.get(..3) != Some(b"FLV") {
-        return Err("not an FLV file".into());
-    }
-    let file = Bytes::copy_from_slice(file);
-    let mut tags = Vec::new();
-    let mut at = 9 + 4;
-    while let Some(header) = file.get(at..at + 11) {
-        let [kind, s0, s1, s2, t0, t1, t2, t3, ..] = *header else {
-            break;
-        };
-        let size = u32::from_be_bytes([0, s0, s1, s2]) as usize;
-        let timestamp = u32::from_be_bytes([t3, t0, t1, t2]);
-        let body = at + 11..at + 11 + size;
-        if body.end > file.len() {
-            break;
-        }
-        tags.push(Tag {
-            kind: kind & 0x1F,
-            timestamp,
-            body: file.slice(body.clone()),
-        });
-        at = body.end + 4;
-    }
-    Ok(tags)
 }

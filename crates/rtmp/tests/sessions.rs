@@ -257,6 +257,8 @@ fn refusals_reach_the_client_as_typed_errors() {
         if code == "NetStream.Publish.Unauthorized"),
         "{err}"
     );
+    // A refused request cannot be accepted afterwards.
+    assert!(server.accept_publish().is_err() && server.accept_connect().is_err());
     // Once refused, the server reads nothing more.
     assert_eq!(server.handle_input(&[0xFF; 64]).unwrap(), vec![]);
 }

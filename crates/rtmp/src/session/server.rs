@@ -382,12 +382,10 @@ impl ServerSession {
     /// Accepts the pending `connect`: window size, bandwidth, chunk size, then `_result` with the
     /// enhanced-RTMP capabilities (hvc1, av01, vp09 are forwarded as they come).
     pub fn accept_connect(&mut self) -> Result<(), SessionError> {
-        if !matches!(self.pending, Pending::Connect { .. }) {
-            return Err(SessionError::Protocol("no connect request to accept"));
-        }
-        let Pending::Connect { transaction_id, app } = std::mem::replace(&mut self.pending, Pending::None)
+        let Pending::Connect { transaction_id, app } =
+            self.take_pending(|p| matches!(p, Pending::Connect { .. }))
         else {
-            return Ok(());
+            return Err(SessionError::Protocol("no connect request to accept"));
         };
         let window = self.config.window_ack_size;
         self.link.announce_window(window);
@@ -439,17 +437,24 @@ impl ServerSession {
         Ok(())
     }
 
+    /// Takes the pending request if `wanted` says it is the one being answered; otherwise leaves
+    /// it in place and gives `Pending::None`.
+    fn take_pending(&mut self, wanted: impl Fn(&Pending) -> bool) -> Pending {
+        if wanted(&self.pending) {
+            std::mem::replace(&mut self.pending, Pending::None)
+        } else {
+            Pending::None
+        }
+    }
+
     /// Accepts the pending `publish`: Stream Begin, then `NetStream.Publish.Start`.
     pub fn accept_publish(&mut self) -> Result<(), SessionError> {
-        if !matches!(self.pending, Pending::Publish { .. }) {
-            return Err(SessionError::Protocol("no publish request to accept"));
-        }
         let Pending::Publish {
             stream_id,
             stream_key,
-        } = std::mem::replace(&mut self.pending, Pending::None)
+        } = self.take_pending(|p| matches!(p, Pending::Publish { .. }))
         else {
-            return Ok(());
+            return Err(SessionError::Protocol("no publish request to accept"));
         };
         self.link
             .control(Message::UserControl(UserControl::StreamBegin(stream_id)));
