@@ -108,22 +108,17 @@ cpu_ticks() { # PIDs...: utime + stime, summed
     done
     echo "$total"
 }
-rss_kib() { # PIDs...: VmRSS summed
-    local total=0 pid kib
+status_kib() { # FIELD PIDs...: a /proc/PID/status field (VmRSS, VmHWM) in KiB, summed
+    local field=$1 total=0 pid kib
+    shift
     for pid in "$@"; do
-        kib=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")
+        kib=$(awk -v f="$field:" '$1 == f {print $2}' "/proc/$pid/status")
         total=$((total + kib))
     done
     echo "$total"
 }
-hwm_kib() {
-    local total=0 pid kib
-    for pid in "$@"; do
-        kib=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")
-        total=$((total + kib))
-    done
-    echo "$total"
-}
+rss_kib() { status_kib VmRSS "$@"; }
+hwm_kib() { status_kib VmHWM "$@"; }
 HZ=$(getconf CLK_TCK)
 
 # ---- Oxcast
