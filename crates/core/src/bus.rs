@@ -128,11 +128,6 @@ impl StreamBus {
             delivered: false,
         }
     }
-
-    /// Subscribers currently attached.
-    pub fn subscribers(&self) -> usize {
-        self.tx.receiver_count()
-    }
 }
 
 fn push_configs(snapshot: &Snapshot, backlog: &mut VecDeque<BusEvent>) {

@@ -103,10 +103,6 @@ impl Playlist {
         self.render();
     }
 
-    pub fn is_ended(&self) -> bool {
-        self.ended
-    }
-
     /// The playlist text, once it lists a segment.
     pub fn text(&self) -> Option<Bytes> {
         self.rendered.clone()
@@ -119,15 +115,6 @@ impl Playlist {
             .chain(&self.retired)
             .find(|l| l.sequence == sequence)
             .map(|l| l.segment.data.clone())
-    }
-
-    /// Bytes held by listed and retired segments.
-    pub fn bytes(&self) -> usize {
-        self.listed
-            .iter()
-            .chain(&self.retired)
-            .map(|l| l.segment.data.len())
-            .sum()
     }
 
     fn render(&mut self) {

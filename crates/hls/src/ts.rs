@@ -55,14 +55,6 @@ impl TsMuxer {
         }
     }
 
-    pub fn has_video(&self) -> bool {
-        self.video.is_some()
-    }
-
-    pub fn has_audio(&self) -> bool {
-        self.audio.is_some()
-    }
-
     /// PAT and PMT: every segment starts with them, so each can be decoded on its own.
     pub fn write_tables(&mut self, out: &mut Vec<u8>) {
         // PAT: one program, number 1, whose PMT is on PMT_PID.

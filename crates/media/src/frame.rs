@@ -76,16 +76,6 @@ impl Demuxer {
         Self::default()
     }
 
-    /// The current video configuration.
-    pub fn video_config(&self) -> Option<&Arc<AvcConfig>> {
-        self.video.as_ref()
-    }
-
-    /// The current audio configuration.
-    pub fn audio_config(&self) -> Option<&Arc<AacConfig>> {
-        self.audio.as_ref()
-    }
-
     /// The last codec that was skipped as unsupported, for a log line.
     pub fn skipped(&self) -> Option<&str> {
         self.skipped.as_deref()
