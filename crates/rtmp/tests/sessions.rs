@@ -353,6 +353,22 @@ fn serve_fallible(server: &mut ServerSession, input: &[u8]) -> Result<(), Sessio
     Ok(())
 }
 
+/// Like [`pump`], keeping every byte each side sent (handshake included) for inspection.
+fn converse(client: &mut ClientSession, server: &mut ServerSession) -> (Vec<u8>, Vec<u8>) {
+    let (mut to_server, mut from_server) = (Vec::new(), Vec::new());
+    loop {
+        let bytes = client.take_outbound();
+        to_server.extend_from_slice(&bytes);
+        serve(server, &bytes, bytes.len().max(1), Decision::Accept);
+        let answer = server.take_outbound();
+        from_server.extend_from_slice(&answer);
+        if bytes.is_empty() && answer.is_empty() {
+            return (to_server, from_server);
+        }
+        client.handle_input(&answer).unwrap();
+    }
+}
+
 /// Every message in `bytes` (a peer's output after the handshake).
 fn messages_in(bytes: &[u8]) -> Vec<oxcast_rtmp::Message> {
     let mut reader = oxcast_rtmp::ChunkReader::default();
@@ -373,19 +389,7 @@ fn windows_acknowledgements_and_pings_follow_the_spec() {
         window_ack_size: 100_000,
         ..ServerConfig::default()
     });
-    let mut to_server = Vec::new();
-    let mut from_server = Vec::new();
-    loop {
-        let bytes = client.take_outbound();
-        to_server.extend_from_slice(&bytes);
-        serve(&mut server, &bytes, bytes.len().max(1), Decision::Accept);
-        let answer = server.take_outbound();
-        from_server.extend_from_slice(&answer);
-        if bytes.is_empty() && answer.is_empty() {
-            break;
-        }
-        client.handle_input(&answer).unwrap();
-    }
+    let (to_server, mut from_server) = converse(&mut client, &mut server);
     // The client answered Set Peer Bandwidth with the same window (RTMP 1.0 §5.4.5).
     assert!(messages_in(&to_server[3073..]).contains(&Message::WindowAckSize(100_000)));
 
@@ -459,4 +463,43 @@ fn reading_into_the_session_buffer_gives_the_same_events_as_feeding() {
     }
     assert_eq!(count(&events), want);
     assert_eq!(want.video, 122);
+}
+
+#[test]
+fn accepting_advertises_enhanced_rtmp_and_begins_the_stream() {
+    use oxcast_rtmp::Message;
+    use oxcast_rtmp::message::UserControl;
+    let mut client = ClientSession::new(ClientConfig::new("streams", "rtmp://h/streams", "k"));
+    let mut server = ServerSession::new(ServerConfig::default());
+    let (_, from_server) = converse(&mut client, &mut server);
+    let answers = messages_in(&from_server[3073..]);
+    let connect = answers
+        .iter()
+        .find_map(|m| match m {
+            Message::Command(c) if c.name == "_result" && c.transaction_id == 1.0 => Some(c.object.clone()),
+            _ => None,
+        })
+        .expect("connect is answered");
+    let fourccs = Value::StrictArray(vec![
+        Value::string("hvc1"),
+        Value::string("av01"),
+        Value::string("vp09"),
+    ]);
+    assert_eq!(connect.get("fourCcList"), Some(&fourccs), "{connect:?}");
+    assert_eq!(connect.get("capsEx"), Some(&Value::Number(0.0)));
+    assert!(
+        connect
+            .get("videoFourCcInfoMap")
+            .and_then(|m| m.get("hvc1"))
+            .is_some()
+    );
+    // Stream Begin for the published stream comes before NetStream.Publish.Start.
+    let begin = answers
+        .iter()
+        .position(|m| *m == Message::UserControl(UserControl::StreamBegin(1)));
+    let start = answers.iter().position(|m| {
+        matches!(m, Message::Command(c) if c.name == "onStatus"
+            && c.args.first().and_then(|i| i.get("code")).and_then(Value::as_str) == Some("NetStream.Publish.Start"))
+    });
+    assert!(begin.is_some() && begin < start, "{answers:?}");
 }
