@@ -83,6 +83,8 @@ pub async fn serve(
 
 /// Bytes asked of the socket per read.
 const READ_SIZE: usize = 64 * 1024;
+/// Bytes asked of the socket per read during the handshake: C0+C1 and C2 are 3073 bytes in all.
+const HANDSHAKE_READ: usize = 4096;
 
 /// What a read produced: bytes to feed, or a count of bytes already in the session's buffer.
 enum Input<'a> {
@@ -139,7 +141,9 @@ impl Connection {
 
     async fn run(&mut self, shutdown: &CancellationToken) -> Close {
         let started = Instant::now();
-        let mut buf = vec![0u8; READ_SIZE];
+        // Only the handshake (3 KiB) is read through this; everything after goes straight into the
+        // session's buffer.
+        let mut buf = [0u8; HANDSHAKE_READ];
         loop {
             let handshaking = self.session.is_handshaking();
             let deadline = if handshaking {
