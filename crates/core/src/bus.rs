@@ -205,16 +205,11 @@ impl Subscriber {
             if !self.resync {
                 return Some(event);
             }
-            let (has_video, mut configs) = {
-                let snapshot = self.bus.lock();
-                let mut configs = VecDeque::new();
-                push_configs(&snapshot, &mut configs);
-                (snapshot.video.is_some(), configs)
-            };
-            // Only a frame a decoder can start from ends the wait; configurations come from the snapshot.
+            // Only a frame a decoder can start from ends the wait (any frame of a stream without
+            // video); configurations come from the snapshot.
             let resumes = match &event {
                 BusEvent::Media(MediaEvent::Frame(f)) => {
-                    !has_video || (f.track == Track::Video && f.keyframe)
+                    (f.track == Track::Video && f.keyframe) || self.bus.lock().video.is_none()
                 }
                 _ => false,
             };
@@ -223,6 +218,8 @@ impl Subscriber {
             }
             self.resync = false;
             // Configurations may have changed while this subscriber was behind: repeat the current ones.
+            let mut configs = VecDeque::new();
+            push_configs(&self.bus.lock(), &mut configs);
             configs.push_back(event);
             self.backlog = configs;
             if !self.delivered {
