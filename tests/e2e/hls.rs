@@ -223,6 +223,9 @@ fn a_published_stream_plays_as_hls_while_live_and_ends_cleanly() {
         );
     }
     check_playlist_and_segments(&url, &live);
+    let base = url.rsplit_once('/').unwrap().0;
+    let first_uri = format!("{base}/{}", live.segments[0].1);
+    let first_bytes = reqwest::blocking::get(&first_uri).unwrap().bytes().unwrap();
     let streams = probe_streams(&url);
     assert!(
         streams.contains("h264,1280,720") && streams.contains("aac"),
@@ -245,9 +248,22 @@ fn a_published_stream_plays_as_hls_while_live_and_ends_cleanly() {
         "decoded {frames} of {expected} frames in the window"
     );
 
-    // Delivery details: HEAD, ranges, unknown names.
+    // A player that read an older playlist still gets the segments that left the window since
+    // (RFC 8216 §6.2.2), byte for byte as they were while listed, ranges included.
     let client = reqwest::blocking::Client::new();
-    let base = url.rsplit_once('/').unwrap().0;
+    let retired = client.get(&first_uri).send().unwrap();
+    assert_eq!(retired.status(), 200, "retired segment {first_uri}");
+    assert_eq!(retired.headers()["content-type"], "video/mp2t");
+    assert_eq!(retired.bytes().unwrap(), first_bytes);
+    let part = client
+        .get(&first_uri)
+        .header("Range", "bytes=0-187")
+        .send()
+        .unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(part.bytes().unwrap(), first_bytes.slice(..188));
+
+    // Delivery details: HEAD, ranges, unknown names.
     let segment = format!("{base}/{}", ended.segments[0].1);
     let head = client.head(&segment).send().unwrap();
     assert_eq!(head.status(), 200);

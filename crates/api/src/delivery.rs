@@ -1,4 +1,5 @@
-//! Media delivery to players, without credentials: HLS playlists and segments from memory.
+//! Media delivery to players, without credentials: HLS playlists and segments (the listed ones from
+//! memory, the just-retired ones from their files).
 //!
 //! `GET`/`HEAD /{cloud}/video/live/live_stream_<id>_hls.m3u8` and
 //! `…/live_stream_<id>_hls/<sequence>.ts`. Any origin may read them (CORS `*`), segments honour
@@ -13,7 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
-use oxcast_core::{HlsSource, StreamId};
+use oxcast_core::{HlsSource, SegmentBody, StreamId};
 
 #[derive(Clone)]
 pub(crate) struct Delivery {
@@ -103,8 +104,19 @@ async fn segment(
     ) else {
         return not_found("segment");
     };
-    let Some(data) = d.hls.segment(&id, sequence) else {
-        return not_found("segment (expired or not yet written)");
+    const GONE: &str = "segment (expired or not yet written)";
+    let data = match d.hls.segment(&id, sequence) {
+        Some(SegmentBody::Memory(data)) => data,
+        // A file can expire between the lookup and the read: that is a 404 too.
+        Some(SegmentBody::File(path)) => match tokio::fs::read(&path).await {
+            Ok(data) => Bytes::from(data),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return not_found(GONE),
+            Err(e) => {
+                tracing::error!(path = %path.display(), "cannot read an HLS segment: {e}");
+                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            }
+        },
+        None => return not_found(GONE),
     };
     ranged(data, SEGMENT_TYPE, SEGMENT_CACHE, request.get(header::RANGE))
 }

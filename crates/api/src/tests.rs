@@ -18,7 +18,7 @@ impl oxcast_core::HlsSource for NoHls {
     fn playlist(&self, _: &oxcast_core::StreamId) -> Option<bytes::Bytes> {
         None
     }
-    fn segment(&self, _: &oxcast_core::StreamId, _: u64) -> Option<bytes::Bytes> {
+    fn segment(&self, _: &oxcast_core::StreamId, _: u64) -> Option<oxcast_core::SegmentBody> {
         None
     }
 }

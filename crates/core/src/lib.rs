@@ -18,7 +18,7 @@ pub mod rules;
 pub mod store;
 
 pub use bus::{BusEvent, StreamBus, Subscriber};
-pub use delivery::HlsSource;
+pub use delivery::{HlsSource, SegmentBody};
 pub use ids::{OutputId, StreamId, StreamKey};
 pub use model::{
     IdleReason, LiveStream, NewOutput, NewStream, Output, OutputKind, OutputPatch, Status, StreamPatch,

@@ -1,5 +1,7 @@
 //! The HLS output: each active stream's media, muxed to MPEG-TS, cut into keyframe-aligned segments
-//! and listed in a live playlist (RFC 8216), all in memory. [`HlsOutputs`] is the
+//! and listed in a live playlist (RFC 8216). Listed segments are served from memory; a segment that
+//! leaves the window is written to a file and dropped from memory, then deleted when its retention
+//! ends, so memory holds the window and not the retention. [`HlsOutputs`] is the
 //! [`oxcast_core::HlsSource`] the HTTP delivery reads.
 
 pub mod playlist;
@@ -7,13 +9,15 @@ pub mod segmenter;
 pub mod ts;
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use oxcast_core::{HlsSource, StreamId, Subscriber};
+use oxcast_core::{HlsSource, SegmentBody, StreamId, Subscriber};
 
-use crate::playlist::Playlist;
+use crate::playlist::{Playlist, Pushed, Stored};
 use crate::segmenter::Segmenter;
 
 /// Segment length and window, from the `hls.*` settings.
@@ -28,6 +32,8 @@ pub struct HlsConfig {
 #[derive(Debug)]
 pub struct HlsOutputs {
     config: HlsConfig,
+    /// Retired segments' files: `<dir>/<stream id>/<sequence>.ts`.
+    spill_dir: PathBuf,
     playlists: Mutex<HashMap<StreamId, Arc<Mutex<Playlist>>>>,
 }
 
@@ -37,11 +43,23 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl HlsOutputs {
-    pub fn new(config: HlsConfig) -> Self {
-        Self {
-            config,
-            playlists: Mutex::new(HashMap::new()),
+    /// Retired segments go to files under `spill_dir`; what a previous run left there is deleted
+    /// (no playlist lists it any more).
+    pub fn new(config: HlsConfig, spill_dir: PathBuf) -> std::io::Result<Self> {
+        match std::fs::remove_dir_all(&spill_dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
         }
+        std::fs::create_dir_all(&spill_dir)?;
+        Ok(Self {
+            config,
+            spill_dir,
+            playlists: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn stream_dir(&self, stream_id: &StreamId) -> PathBuf {
+        self.spill_dir.join(stream_id.as_str())
     }
 
     /// Starts packaging a stream that went active; `subscriber` is its bus, subscribed already so
@@ -68,12 +86,28 @@ impl HlsOutputs {
             playlist
         };
         let target_ms = self.config.segment_duration.as_millis() as i64;
-        tokio::spawn(package(stream_id.clone(), subscriber, playlist, target_ms));
+        // The previous session's retired segments: no playlist lists them now. (This session's
+        // first spill is a whole window away.)
+        let dir = self.stream_dir(stream_id);
+        tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir));
+        let spill = Spill {
+            dir: self.stream_dir(stream_id),
+            playlist: playlist.clone(),
+            failed: Arc::new(AtomicBool::new(false)),
+        };
+        tokio::spawn(package(stream_id.clone(), subscriber, playlist, spill, target_ms));
     }
 
     /// Forgets a deleted stream: its playlist and segments answer 404 from now on.
     pub fn remove(&self, stream_id: &StreamId) {
         lock(&self.playlists).remove(stream_id);
+        let dir = self.stream_dir(stream_id);
+        tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(dir = %dir.display(), "cannot delete a deleted stream's HLS segments: {e}");
+            }
+            _ => {}
+        });
     }
 
     fn playlist_of(&self, stream_id: &StreamId) -> Option<Arc<Mutex<Playlist>>> {
@@ -87,9 +121,59 @@ impl HlsSource for HlsOutputs {
         lock(&playlist).text()
     }
 
-    fn segment(&self, stream_id: &StreamId, sequence: u64) -> Option<Bytes> {
+    fn segment(&self, stream_id: &StreamId, sequence: u64) -> Option<SegmentBody> {
         let playlist = self.playlist_of(stream_id)?;
-        lock(&playlist).segment(sequence)
+        let stored = lock(&playlist).segment(sequence)?;
+        Some(match stored {
+            Stored::Memory(data) => SegmentBody::Memory(data),
+            Stored::Spilled => SegmentBody::File(segment_path(&self.stream_dir(stream_id), sequence)),
+        })
+    }
+}
+
+fn segment_path(dir: &Path, sequence: u64) -> PathBuf {
+    dir.join(format!("{sequence}.ts"))
+}
+
+/// Moves one stream's retired segments from memory to files, off the packaging task.
+struct Spill {
+    dir: PathBuf,
+    playlist: Arc<Mutex<Playlist>>,
+    /// Set after a failed write (disk full, say): logged once; the segment stays in memory.
+    failed: Arc<AtomicBool>,
+}
+
+impl Spill {
+    fn apply(&self, pushed: Pushed) {
+        if pushed.retired.is_empty() && pushed.expired.is_empty() {
+            return;
+        }
+        let (dir, playlist, failed) = (self.dir.clone(), self.playlist.clone(), self.failed.clone());
+        // Blocking file I/O goes to tokio's blocking pool: a slow disk delays the spill, not the
+        // packaging (until then the segment is served from memory).
+        tokio::task::spawn_blocking(move || {
+            for sequence in pushed.expired {
+                let _ = std::fs::remove_file(segment_path(&dir, sequence));
+            }
+            for (sequence, data) in pushed.retired {
+                let path = segment_path(&dir, sequence);
+                let written = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, &data));
+                match written {
+                    Ok(()) => {
+                        if !lock(&playlist).spilled(sequence) {
+                            let _ = std::fs::remove_file(&path);
+                        }
+                    }
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&path);
+                        if !failed.swap(true, Ordering::Relaxed) {
+                            tracing::warn!(path = %path.display(),
+                                "cannot write a retired HLS segment; keeping retired segments in memory: {e}");
+                        }
+                    }
+                }
+            }
+        });
     }
 }
 
@@ -98,13 +182,16 @@ async fn package(
     stream_id: StreamId,
     mut subscriber: Subscriber,
     playlist: Arc<Mutex<Playlist>>,
+    spill: Spill,
     target_ms: i64,
 ) {
     let mut segmenter = Segmenter::new(target_ms);
     let mut warned = false;
     while let Some(event) = subscriber.recv().await {
         if let Some(segment) = segmenter.push(event) {
-            let raised = lock(&playlist).push(segment);
+            let pushed = lock(&playlist).push(segment);
+            let raised = pushed.raised_target;
+            spill.apply(pushed);
             if let (Some(target), false) = (raised, warned) {
                 warned = true;
                 tracing::warn!(stream_id = %stream_id, target_duration_sec = target,
@@ -113,11 +200,11 @@ async fn package(
             }
         }
     }
-    let mut playlist = lock(&playlist);
+    let mut ended = lock(&playlist);
     if let Some(segment) = segmenter.finish() {
-        playlist.push(segment);
+        spill.apply(ended.push(segment));
     }
-    playlist.end();
+    ended.end();
     if segmenter.dropped_frames > 0 {
         tracing::warn!(stream_id = %stream_id, frames = segmenter.dropped_frames, "malformed video frames were dropped");
     }

@@ -1,5 +1,5 @@
 //! The live media playlist (RFC 8216 §4.3.3, §6.2.1): a sliding window of segments, rendered once
-//! per change and served from memory.
+//! per change. Listed segments are held in memory; retired ones until a file holds them.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -25,6 +25,34 @@ struct Listed {
     segment: Segment,
 }
 
+/// A segment that left the window.
+#[derive(Debug)]
+struct Retired {
+    sequence: u64,
+    /// `None` once its bytes are in a file (see [`Playlist::spilled`]).
+    data: Option<Bytes>,
+}
+
+/// Where a listed or retired segment's bytes are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    Memory(Bytes),
+    Spilled,
+}
+
+/// What [`Playlist::push`] did besides listing the segment.
+#[derive(Debug, Default)]
+pub struct Pushed {
+    /// The new target duration, when this segment raised it (its rounded duration exceeds the old
+    /// one: RFC 8216 §4.3.3.1).
+    pub raised_target: Option<u64>,
+    /// Segments that left the window: served from memory until [`Playlist::spilled`] says a file
+    /// holds them.
+    pub retired: Vec<(u64, Bytes)>,
+    /// Spilled segments past their retention: their files can go.
+    pub expired: Vec<u64>,
+}
+
 /// A stream's playlist and the segments it lists (plus a few just retired, which players that read
 /// the previous version may still fetch: RFC 8216 §6.2.2).
 #[derive(Debug)]
@@ -34,7 +62,7 @@ pub struct Playlist {
     window: usize,
     target_duration: u64,
     listed: VecDeque<Listed>,
-    retired: VecDeque<Listed>,
+    retired: VecDeque<Retired>,
     next_sequence: u64,
     discontinuity_sequence: u64,
     ended: bool,
@@ -66,14 +94,14 @@ impl Playlist {
         self.target_duration
     }
 
-    /// Appends a segment, sliding the window. Returns the new target duration when this segment
-    /// raised it (its rounded duration exceeds the old one: RFC 8216 §4.3.3.1).
-    pub fn push(&mut self, segment: Segment) -> Option<u64> {
+    /// Appends a segment, sliding the window.
+    pub fn push(&mut self, segment: Segment) -> Pushed {
+        let mut pushed = Pushed::default();
         let rounded = ((segment.duration_ms + 500) / 1000).max(0) as u64;
-        let raised = (rounded > self.target_duration).then(|| {
+        if rounded > self.target_duration {
             self.target_duration = rounded;
-            rounded
-        });
+            pushed.raised_target = Some(rounded);
+        }
         self.listed.push_back(Listed {
             sequence: self.next_sequence,
             segment,
@@ -85,16 +113,34 @@ impl Playlist {
                 if old.segment.discontinuity {
                     self.discontinuity_sequence += 1;
                 }
-                self.retired.push_back(old);
+                pushed.retired.push((old.sequence, old.segment.data.clone()));
+                self.retired.push_back(Retired {
+                    sequence: old.sequence,
+                    data: Some(old.segment.data),
+                });
             }
         }
         // RFC 8216 §6.2.2: a removed segment stays available for its own duration plus the
         // playlist's, so one segment more than the window.
         while self.retired.len() > self.window + 1 {
-            self.retired.pop_front();
+            if let Some(Retired { sequence, data: None }) = self.retired.pop_front() {
+                pushed.expired.push(sequence);
+            }
         }
         self.render();
-        raised
+        pushed
+    }
+
+    /// A file now holds this retired segment: its memory can go. False if it expired meanwhile
+    /// (the file is not needed).
+    pub fn spilled(&mut self, sequence: u64) -> bool {
+        match self.retired.iter_mut().find(|r| r.sequence == sequence) {
+            Some(retired) => {
+                retired.data = None;
+                true
+            }
+            None => false,
+        }
     }
 
     /// The stream ended: `EXT-X-ENDLIST`.
@@ -109,12 +155,12 @@ impl Playlist {
     }
 
     /// A listed or recently retired segment.
-    pub fn segment(&self, sequence: u64) -> Option<Bytes> {
-        self.listed
-            .iter()
-            .chain(&self.retired)
-            .find(|l| l.sequence == sequence)
-            .map(|l| l.segment.data.clone())
+    pub fn segment(&self, sequence: u64) -> Option<Stored> {
+        if let Some(listed) = self.listed.iter().find(|l| l.sequence == sequence) {
+            return Some(Stored::Memory(listed.segment.data.clone()));
+        }
+        let retired = self.retired.iter().find(|r| r.sequence == sequence)?;
+        Some(retired.data.clone().map_or(Stored::Spilled, Stored::Memory))
     }
 
     fn render(&mut self) {
@@ -219,9 +265,16 @@ mod tests {
         assert!(!text.contains("#EXT-X-DISCONTINUITY\n"));
         // Retired segments stay fetchable for a while: the window's length plus one.
         assert!(playlist.segment(11).is_some() && playlist.segment(10).is_some());
-        playlist.push(segment(2000, false));
-        playlist.push(segment(2000, false));
+        assert!(playlist.spilled(10));
+        assert_eq!(playlist.segment(10), Some(Stored::Spilled));
+        let pushed = playlist.push(segment(2000, false));
+        assert_eq!(pushed.retired.iter().map(|r| r.0).collect::<Vec<_>>(), [12]);
+        assert!(pushed.expired.is_empty());
+        // 10 expires: it was spilled, so its file can go.
+        let pushed = playlist.push(segment(2000, false));
+        assert_eq!(pushed.expired, [10]);
         assert!(playlist.segment(10).is_none() && playlist.segment(11).is_some());
+        assert!(!playlist.spilled(10), "an expired segment needs no file");
         playlist.end();
         assert!(
             String::from_utf8(playlist.text().unwrap().to_vec())
@@ -233,9 +286,9 @@ mod tests {
     #[test]
     fn a_long_segment_raises_the_target_duration() {
         let mut playlist = Playlist::new("p/".into(), 6, 2, 0);
-        assert_eq!(playlist.push(segment(2400, false)), None);
-        assert_eq!(playlist.push(segment(5005, false)), Some(5));
-        assert_eq!(playlist.push(segment(2000, false)), None);
+        assert_eq!(playlist.push(segment(2400, false)).raised_target, None);
+        assert_eq!(playlist.push(segment(5005, false)).raised_target, Some(5));
+        assert_eq!(playlist.push(segment(2000, false)).raised_target, None);
         assert_eq!(playlist.target_duration(), 5);
     }
 }

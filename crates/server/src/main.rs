@@ -76,7 +76,11 @@ fn init_logging(filter: &str) {
 async fn run(settings: Settings) -> anyhow::Result<()> {
     let store = Store::open(&settings.storage_dir)?;
     let (credentials, origin) = credentials::resolve(settings.credentials.clone(), &settings.storage_dir)?;
-    let hls = Arc::new(HlsOutputs::new(settings.hls));
+    let hls_dir = settings.storage_dir.join("hls");
+    let hls = Arc::new(
+        HlsOutputs::new(settings.hls, hls_dir.clone())
+            .with_context(|| format!("{}: cannot prepare the HLS directory", hls_dir.display()))?,
+    );
     let outputs = outputs::Outputs {
         hls: Arc::clone(&hls),
     };
