@@ -1,5 +1,9 @@
 //! Cuts the stream into segments: at the first video keyframe after the target duration (so each
 //! segment starts with a keyframe and PAT/PMT), or on time for audio-only streams.
+//!
+//! An open segment holds its frames (references to the payloads the stream's GOP cache holds
+//! anyway) and is muxed to MPEG-TS when it closes, in one pass: holding the growing TS instead
+//! would keep every byte of the current GOP twice. Muxing a 2 s segment takes about 0.1 ms.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -13,9 +17,17 @@ use crate::ts::{MAX_AUDIO_PES_PAYLOAD, PACKET_LEN, TsMuxer};
 /// AAC frames per PES packet: about 100 ms at 48 kHz, fewer PES headers without hurting latency.
 const AUDIO_FRAMES_PER_PES: usize = 5;
 
+/// What the open segment will contain, in order.
+#[derive(Debug)]
+enum Pes {
+    Video(Frame),
+    /// AAC frames that share one PES packet.
+    Audio(Vec<Frame>),
+}
+
 #[derive(Debug)]
 struct Open {
-    buf: Vec<u8>,
+    content: Vec<Pes>,
     start_dts: i64,
     last_dts: i64,
     discontinuity: bool,
@@ -114,13 +126,9 @@ impl Segmenter {
         }
         let open = self.open.as_mut()?;
         open.last_dts = open.last_dts.max(frame.dts);
-        if let Some(muxer) = &mut self.muxer {
-            // Audio that arrived first is older: it goes out before this frame.
-            self.audio_batch.flush(muxer, &mut open.buf);
-            if muxer.write_video(&frame, &mut open.buf).is_err() {
-                self.dropped_frames += 1;
-            }
-        }
+        // Audio that arrived first is older: it goes out before this frame.
+        self.audio_batch.flush(&mut open.content);
+        open.content.push(Pes::Video(frame));
         closed
     }
 
@@ -135,10 +143,8 @@ impl Segmenter {
         // With video, audio waits for the first keyframe's segment.
         let open = self.open.as_mut()?;
         open.last_dts = open.last_dts.max(frame.dts);
-        if self.audio_batch.push(frame)
-            && let Some(muxer) = &mut self.muxer
-        {
-            self.audio_batch.flush(muxer, &mut open.buf);
+        if self.audio_batch.push(frame) {
+            self.audio_batch.flush(&mut open.content);
         }
         closed
     }
@@ -167,12 +173,8 @@ impl Segmenter {
             self.muxer = Some(TsMuxer::new(self.video.clone(), self.audio.clone()));
             self.tracks_changed = false;
         }
-        let mut buf = Vec::with_capacity(self.capacity_hint);
-        if let Some(muxer) = &mut self.muxer {
-            muxer.write_tables(&mut buf);
-        }
         self.open = Some(Open {
-            buf,
+            content: Vec::new(),
             start_dts: dts,
             last_dts: dts,
             discontinuity: std::mem::take(&mut self.discontinuity),
@@ -183,22 +185,42 @@ impl Segmenter {
     /// Closes the open segment; it lasts until `next_start`, or one frame past its last frame.
     fn close(&mut self, next_start: Option<i64>) -> Option<Segment> {
         let mut open = self.open.take()?;
-        if let Some(muxer) = &mut self.muxer {
-            self.audio_batch.flush(muxer, &mut open.buf);
-        }
+        self.audio_batch.flush(&mut open.content);
         // The last frame's length: the video frame spacing, or one AAC frame for audio only.
         let step = match (&self.video, &self.audio) {
             (None, Some(audio)) => i64::from(audio.frame_samples()) * 1000 / i64::from(audio.sample_rate),
             _ => self.frame_step_ms,
         };
         let end = next_start.unwrap_or(open.last_dts + step);
-        self.capacity_hint = open.buf.len() + open.buf.len() / 4;
+        let data = self.mux(open.content);
         Some(Segment {
             duration_ms: (end - open.start_dts).max(1),
             discontinuity: open.discontinuity,
             started_at: open.started_at,
-            data: open.buf.into(),
+            data: data.into(),
         })
+    }
+
+    /// The segment's transport stream: PAT/PMT, then its PES packets in order.
+    fn mux(&mut self, content: Vec<Pes>) -> Vec<u8> {
+        // Unused capacity costs address space only: the pages of a buffer this large are not
+        // touched (nor resident) until written.
+        let mut buf = Vec::with_capacity(self.capacity_hint);
+        if let Some(muxer) = &mut self.muxer {
+            muxer.write_tables(&mut buf);
+            for pes in content {
+                match pes {
+                    Pes::Video(frame) => {
+                        if muxer.write_video(&frame, &mut buf).is_err() {
+                            self.dropped_frames += 1;
+                        }
+                    }
+                    Pes::Audio(frames) => muxer.write_audio(&frames, &mut buf),
+                }
+            }
+        }
+        self.capacity_hint = buf.len() + buf.len() / 4;
+        buf
     }
 }
 
@@ -218,10 +240,9 @@ impl AudioBatch {
         self.frames.len() >= AUDIO_FRAMES_PER_PES || self.bytes > MAX_AUDIO_PES_PAYLOAD / 2
     }
 
-    fn flush(&mut self, muxer: &mut TsMuxer, out: &mut Vec<u8>) {
+    fn flush(&mut self, content: &mut Vec<Pes>) {
         if !self.frames.is_empty() {
-            muxer.write_audio(&self.frames, out);
-            self.frames.clear();
+            content.push(Pes::Audio(std::mem::take(&mut self.frames)));
             self.bytes = 0;
         }
     }
