@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use oxcast_core::{PublishRefused, Publisher, Registry};
 use oxcast_media::Demuxer;
 use oxcast_rtmp::{PublishRejection, ServerConfig, ServerEvent, ServerSession, SessionError};
@@ -85,6 +86,22 @@ pub async fn serve(
 const READ_SIZE: usize = 64 * 1024;
 /// Bytes asked of the socket per read during the handshake: C0+C1 and C2 are 3073 bytes in all.
 const HANDSHAKE_READ: usize = 4096;
+
+/// Media messages shorter than this are copied out of the read buffer they arrived in.
+const PIN_LIMIT: usize = 4 * 1024;
+
+/// A one-chunk message is a slice of the socket's read buffer (no copy), and keeps all of it
+/// alive for as long as the frame lives: the stream's GOP cache holds two seconds of frames, so
+/// small audio frames alone would keep every read buffer of those two seconds (as many bytes as
+/// the GOP again). Copying the small ones (a few KiB a second) frees the buffers; large frames
+/// fill most of the buffers they pin.
+fn unpinned(payload: Bytes) -> Bytes {
+    if payload.len() < PIN_LIMIT {
+        Bytes::copy_from_slice(&payload)
+    } else {
+        payload
+    }
+}
 
 /// What a read produced: bytes to feed, or a count of bytes already in the session's buffer.
 enum Input<'a> {
@@ -257,11 +274,11 @@ impl Connection {
                 }
             }
             ServerEvent::Video { timestamp, payload } => {
-                let event = self.demuxer.video(timestamp, &payload);
+                let event = self.demuxer.video(timestamp, &unpinned(payload));
                 self.on_media(event);
             }
             ServerEvent::Audio { timestamp, payload } => {
-                let event = self.demuxer.audio(timestamp, &payload);
+                let event = self.demuxer.audio(timestamp, &unpinned(payload));
                 self.on_media(event);
             }
             ServerEvent::Metadata { .. } | ServerEvent::Data { .. } => {}
