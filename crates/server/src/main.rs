@@ -46,6 +46,7 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&settings.log_filter);
+    fix_mmap_threshold();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -61,6 +62,25 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// HLS segments (about 1 MB each, a new one per stream every couple of seconds) must go back to
+/// the system when they are dropped. glibc raises its mmap threshold to the size of the largest
+/// block freed, after which such buffers come from the heap arenas, which fragment and keep
+/// megabytes per stream resident. A fixed threshold keeps every large buffer in its own mapping.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn fix_mmap_threshold() {
+    const THRESHOLD: libc::c_int = 128 * 1024;
+    // SAFETY: mallopt only changes allocator parameters; it is called before any other thread
+    // exists, and M_MMAP_THRESHOLD with a value in range has no other effect.
+    let done = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, THRESHOLD) };
+    if done != 1 {
+        tracing::debug!("mallopt(M_MMAP_THRESHOLD) refused");
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn fix_mmap_threshold() {}
 
 fn init_logging(filter: &str) {
     use tracing_subscriber::EnvFilter;
