@@ -163,3 +163,62 @@ fn connections_over_the_cap_are_closed_and_the_first_one_is_served() {
         "{still_open:?}"
     );
 }
+
+/// Publishes with our own RTMP client over `socket` until the server accepts the publish.
+fn publish_by_hand(socket: &mut TcpStream, key: &str) -> oxcast_rtmp::ClientSession {
+    use oxcast_rtmp::{ClientConfig, ClientSession};
+    let mut session = ClientSession::new(ClientConfig::new("streams", "rtmp://127.0.0.1/streams", key));
+    let mut buf = vec![0u8; 64 * 1024];
+    while !session.is_publishing() {
+        std::io::Write::write_all(socket, &session.take_outbound()).unwrap();
+        let n = socket.read(&mut buf).unwrap();
+        assert!(n > 0, "the server closed the connection while publishing started");
+        session.handle_input(&buf[..n]).unwrap();
+    }
+    session
+}
+
+#[test]
+fn an_encoder_that_stops_publishing_but_stays_connected_is_heard() {
+    // A trickle of small messages that never adds up to a video frame (a quiet audio-only
+    // publisher, then its FCUnpublish/deleteStream) is read all the same: the stream goes idle
+    // although the connection stays open. The no-media timeout is out of reach, so only the
+    // unpublish can end the session.
+    let server = Server::start_with(Options {
+        env: vec![("OXCAST__RTMP__NO_MEDIA_TIMEOUT_SEC".into(), "300".into())],
+        ..Options::default()
+    });
+    let s = server.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 1}));
+    let id = s["id"].as_str().unwrap();
+    let mut socket = TcpStream::connect(("127.0.0.1", server.rtmp_port)).unwrap();
+    socket.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut session = publish_by_hand(&mut socket, s["input"]["stream_key"].as_str().unwrap());
+    server.wait_status(id, "active", LIMIT);
+    // AAC-LC 44.1 kHz stereo, then ten 200-byte frames: about 2 KiB in all.
+    session
+        .send_audio(0, &bytes::Bytes::from_static(&[0xAF, 0x00, 0x12, 0x10]))
+        .unwrap();
+    for i in 0..10u32 {
+        let mut frame = vec![0xAF, 0x01];
+        frame.resize(202, 0x21);
+        session.send_audio(i * 23, &bytes::Bytes::from(frame)).unwrap();
+    }
+    session.unpublish().unwrap();
+    std::io::Write::write_all(&mut socket, &session.take_outbound()).unwrap();
+    server.wait_status(id, "idle", LIMIT);
+    assert!(server.log().contains("unpublished"), "{}", server.log());
+    // The connection is still there (the server's answers aside, nothing comes): the server did
+    // not need it closed to hear the publisher.
+    socket.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let mut buf = [0u8; 4096];
+    let still_open = loop {
+        match socket.read(&mut buf) {
+            Ok(n) if n > 0 => continue,
+            other => break other,
+        }
+    };
+    assert!(
+        matches!(&still_open, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut),
+        "{still_open:?}"
+    );
+}

@@ -138,6 +138,82 @@ struct Connection {
     progress: Instant,
     media_error_logged: bool,
     skipped_logged: bool,
+    /// Set once publishing starts: see [`LowWater`].
+    low_water: Option<LowWater>,
+}
+
+/// While a publisher publishes, the kernel wakes the connection only once `LOW_WATER` bytes wait (about one
+/// video frame) instead of for every message: a 3 Mbit/s publisher sends ~80 messages a second,
+/// most of them small audio frames, and each wake-up costs more than the bytes it delivers. What
+/// stays under the mark (the audio of an audio-only stream, the tail of a frame on a slow link) is
+/// read by a tick at most `LOW_WATER_TICK` after the previous read. The ticks of all connections
+/// fall on the same instants, so they share their wake-ups.
+struct LowWater {
+    /// The same socket, read past tokio's readiness (which knows only of wake-ups at the mark).
+    socket: std::net::TcpStream,
+    tick: tokio::time::Interval,
+    last_read: Instant,
+    scratch: Box<[u8]>,
+}
+
+const LOW_WATER: usize = 8 * 1024;
+/// Longer than a video frame interval (33 ms at 30 fps), so a video stream is never read by it.
+const LOW_WATER_TICK: Duration = Duration::from_millis(50);
+
+impl LowWater {
+    fn start(socket: &TcpStream) -> std::io::Result<Self> {
+        set_receive_low_water(socket, LOW_WATER)?;
+        let mirror = std::net::TcpStream::from(std::os::fd::AsFd::as_fd(socket).try_clone_to_owned()?);
+        // Every connection's ticks on the same grid, so one wake-up serves them all.
+        static GRID: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        let grid = *GRID.get_or_init(Instant::now);
+        let tick_ms = LOW_WATER_TICK.as_millis();
+        let next = (grid.elapsed().as_millis() / tick_ms + 1) * tick_ms;
+        let first = grid + Duration::from_millis(u64::try_from(next).unwrap_or(u64::MAX));
+        let mut tick = tokio::time::interval_at(first, LOW_WATER_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        Ok(Self {
+            socket: mirror,
+            tick,
+            last_read: Instant::now(),
+            scratch: vec![0; READ_SIZE].into_boxed_slice(),
+        })
+    }
+
+    /// At a tick: whatever waits under the mark, if nothing was read for a whole tick.
+    fn read_under_mark(&mut self) -> Option<std::io::Result<usize>> {
+        if self.last_read.elapsed() < LOW_WATER_TICK {
+            return None;
+        }
+        match std::io::Read::read(&mut self.socket, &mut self.scratch) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+            result => Some(result),
+        }
+    }
+}
+
+/// SO_RCVLOWAT: epoll reports the socket readable only once this many bytes wait.
+#[allow(unsafe_code)]
+fn set_receive_low_water(socket: &TcpStream, bytes: usize) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    let len = libc::socklen_t::try_from(size_of::<libc::c_int>()).unwrap_or(4);
+    // SAFETY: the descriptor stays open for the call (`socket` is borrowed), and the option value
+    // is a live c_int whose size is passed with it.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVLOWAT,
+            (&raw const value).cast(),
+            len,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 impl Connection {
@@ -153,6 +229,7 @@ impl Connection {
             progress: Instant::now(),
             media_error_logged: false,
             skipped_logged: false,
+            low_water: None,
         }
     }
 
@@ -195,6 +272,30 @@ impl Connection {
                 }
                 () = stopped => return Close::Replaced,
                 () = shutdown.cancelled() => return Close::Shutdown,
+                () = async {
+                    match &mut self.low_water {
+                        Some(low_water) => { low_water.tick.tick().await; }
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let Some(low_water) = &mut self.low_water else { continue };
+                    let read = match low_water.read_under_mark() {
+                        None => continue,
+                        Some(Ok(0)) => return Close::PeerClosed,
+                        Some(Ok(n)) => n,
+                        Some(Err(e)) => return Close::Io(e),
+                    };
+                    low_water.last_read = Instant::now();
+                    let scratch = std::mem::take(&mut low_water.scratch);
+                    let handled = self.handle(Input::Bytes(scratch.get(..read).unwrap_or_default())).await;
+                    if let Some(low_water) = &mut self.low_water {
+                        low_water.scratch = scratch;
+                    }
+                    if let Err(close) = handled {
+                        return close;
+                    }
+                    continue;
+                }
             };
             let n = match read {
                 Ok(0) => return Close::PeerClosed,
@@ -206,6 +307,9 @@ impl Connection {
             } else {
                 Input::Bytes(buf.get(..n).unwrap_or_default())
             };
+            if let Some(low_water) = &mut self.low_water {
+                low_water.last_read = Instant::now();
+            }
             if let Err(close) = self.handle(input).await {
                 return close;
             }
@@ -258,6 +362,15 @@ impl Connection {
                         tracing::info!(peer = %self.peer, stream_id = %publisher.stream_id(), "publishing");
                         self.demuxer = Demuxer::new();
                         self.publisher = Some(publisher);
+                        if self.low_water.is_none() {
+                            match LowWater::start(&self.socket) {
+                                Ok(low_water) => self.low_water = Some(low_water),
+                                // That only costs wake-ups: every message wakes the connection.
+                                Err(e) => {
+                                    tracing::debug!(peer = %self.peer, "no receive low-water mark: {e}")
+                                }
+                            }
+                        }
                     }
                     Err(PublishRefused::UnknownKey) => {
                         let _ = self
