@@ -142,12 +142,13 @@ struct Connection {
     low_water: Option<LowWater>,
 }
 
-/// While a publisher publishes, the kernel wakes the connection only once `LOW_WATER` bytes wait (about one
-/// video frame) instead of for every message: a 3 Mbit/s publisher sends ~80 messages a second,
-/// most of them small audio frames, and each wake-up costs more than the bytes it delivers. What
-/// stays under the mark (the audio of an audio-only stream, the tail of a frame on a slow link) is
-/// read by a tick at most `LOW_WATER_TICK` after the previous read. The ticks of all connections
-/// fall on the same instants, so they share their wake-ups.
+/// While a publisher publishes, the kernel wakes the connection only once `LOW_WATER` bytes wait
+/// instead of for every message: a 3 Mbit/s publisher sends ~80 messages a second, most of them
+/// small audio frames, and each wake-up costs more than the bytes it delivers. The mark is below
+/// any 720p keyframe, so the keyframe that closes a segment is read as it arrives. What stays under
+/// the mark (the audio of an audio-only stream, a final FCUnpublish) is read by a tick at most
+/// `LOW_WATER_TICK` after the previous read. The ticks of all connections fall on the same
+/// instants, so they share their wake-ups.
 struct LowWater {
     /// The same socket, read past tokio's readiness (which knows only of wake-ups at the mark).
     socket: std::net::TcpStream,
@@ -156,7 +157,7 @@ struct LowWater {
     scratch: Box<[u8]>,
 }
 
-const LOW_WATER: usize = 8 * 1024;
+const LOW_WATER: usize = 16 * 1024;
 /// Longer than a video frame interval (33 ms at 30 fps), so a video stream is never read by it.
 const LOW_WATER_TICK: Duration = Duration::from_millis(50);
 
