@@ -21,7 +21,8 @@ pub use bus::{BusEvent, StreamBus, Subscriber};
 pub use delivery::{HlsSource, SegmentBody};
 pub use ids::{OutputId, StreamId, StreamKey};
 pub use model::{
-    IdleReason, LiveStream, NewOutput, NewStream, Output, OutputKind, OutputPatch, Status, StreamPatch,
+    Archive, IdleReason, LiveStream, NewOutput, NewStream, Output, OutputKind, OutputPatch, Status,
+    StreamPatch,
 };
 pub use registry::{OutputRunner, PublishRefused, Publisher, Registry, RegistryError};
 pub use store::{Store, StoreError};

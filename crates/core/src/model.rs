@@ -67,6 +67,21 @@ pub struct LiveStream {
     pub outputs: Vec<Output>,
 }
 
+/// A finished recording: an MP4 asset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Archive {
+    pub public_id: String,
+    /// The finalize time in Unix seconds; unique per `public_id`.
+    pub version: i64,
+    pub stream_id: StreamId,
+    /// The file, relative to the storage directory.
+    pub path: String,
+    pub duration_ms: i64,
+    pub bytes: i64,
+    /// Unix epoch milliseconds: when the recording started.
+    pub created_at: i64,
+}
+
 /// One output of a live stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Output {

@@ -19,8 +19,8 @@ use crate::bus::StreamBus;
 use crate::clock::now_ms;
 use crate::ids::{OutputId, StreamId, StreamKey};
 use crate::model::{
-    IdleReason, LiveStream, NewOutput, NewOutputKind, NewStream, Output, OutputKind, OutputPatch, Status,
-    StreamPatch,
+    Archive, IdleReason, LiveStream, NewOutput, NewOutputKind, NewStream, Output, OutputKind, OutputPatch,
+    Status, StreamPatch,
 };
 use crate::rules::{self, FieldError};
 use crate::store::{Store, StoreError};
@@ -337,6 +337,25 @@ impl Registry {
     /// Every output of a stream.
     pub async fn list_outputs(&self, id: &StreamId) -> Result<Vec<Output>, RegistryError> {
         Ok(self.get_stream(id).await?.outputs)
+    }
+
+    /// A stream's recordings, newest first.
+    pub async fn archives(&self, id: &StreamId) -> Result<Vec<Archive>, RegistryError> {
+        self.get_stream(id).await?;
+        Ok(self.store.stream_archives(id).await?)
+    }
+
+    /// The file of a recording of `public_id` (the given version, or the newest).
+    pub async fn archive_file(
+        &self,
+        public_id: &str,
+        version: Option<i64>,
+    ) -> Result<Option<(Archive, std::path::PathBuf)>, StoreError> {
+        let archive = self.store.archive(public_id, version).await?;
+        Ok(archive.map(|a| {
+            let path = self.store.dir().join(&a.path);
+            (a, path)
+        }))
     }
 
     /// One output of a stream.

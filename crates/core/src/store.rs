@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use rusqlite::{Connection, Row, params};
 
 use crate::ids::{OutputId, StreamId, StreamKey};
-use crate::model::{LiveStream, Output, OutputKind, SimulcastTarget, Status};
+use crate::model::{Archive, LiveStream, Output, OutputKind, SimulcastTarget, Status};
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +42,7 @@ pub struct Store {
 
 struct Inner {
     db: Mutex<Option<Connection>>,
+    dir: PathBuf,
     // Held for the store's lifetime: an advisory lock that keeps a second server off this directory.
     _lock: File,
 }
@@ -83,6 +84,7 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 db: Mutex::new(Some(db)),
+                dir: dir.to_owned(),
                 _lock: lock,
             }),
         })
@@ -102,6 +104,11 @@ impl Store {
         })
         .await
         .unwrap_or_else(|join| Err(StoreError::Corrupt(format!("store task failed: {join}"))))
+    }
+
+    /// The storage directory: recordings' paths are relative to it.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
     }
 
     /// Succeeds while the database answers queries.
@@ -282,6 +289,93 @@ impl Store {
         })
         .await
     }
+}
+
+/// Recordings.
+impl Store {
+    /// Records a finished recording. Its version is `archive.version`, or the next free one if a
+    /// recording of the same public_id was finalized in the same second; returns the version used.
+    pub async fn insert_archive(&self, archive: Archive) -> Result<i64, StoreError> {
+        self.with(move |db| {
+            let tx = db.transaction()?;
+            let taken: Option<i64> = tx.query_row(
+                "SELECT max(version) FROM archives WHERE public_id = ?1",
+                [&archive.public_id],
+                |r| r.get(0),
+            )?;
+            let version = taken.map_or(archive.version, |t| archive.version.max(t + 1));
+            tx.execute(
+                "INSERT INTO archives (public_id, version, stream_id, path, duration_ms, bytes, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    archive.public_id,
+                    version,
+                    archive.stream_id.as_str(),
+                    archive.path,
+                    archive.duration_ms,
+                    archive.bytes,
+                    archive.created_at
+                ],
+            )?;
+            tx.commit()?;
+            Ok(version)
+        })
+        .await
+    }
+
+    /// A stream's recordings, newest first.
+    pub async fn stream_archives(&self, stream_id: &StreamId) -> Result<Vec<Archive>, StoreError> {
+        let stream_id = stream_id.clone();
+        self.with(move |db| {
+            let mut stmt = db.prepare_cached(&format!(
+                "{SELECT_ARCHIVE} WHERE stream_id = ?1 ORDER BY version DESC, created_at DESC"
+            ))?;
+            let rows = stmt.query_map([stream_id.as_str()], archive_from_row)?;
+            let mut archives = Vec::new();
+            for row in rows {
+                archives.push(row??);
+            }
+            Ok(archives)
+        })
+        .await
+    }
+
+    /// One recording of `public_id`: the given version, or the newest.
+    pub async fn archive(
+        &self,
+        public_id: &str,
+        version: Option<i64>,
+    ) -> Result<Option<Archive>, StoreError> {
+        let public_id = public_id.to_owned();
+        self.with(move |db| {
+            let mut stmt = db.prepare_cached(&format!(
+                "{SELECT_ARCHIVE} WHERE public_id = ?1 AND (?2 IS NULL OR version = ?2)
+                 ORDER BY version DESC LIMIT 1"
+            ))?;
+            let mut rows = stmt.query_map(params![public_id, version], archive_from_row)?;
+            rows.next().transpose()?.transpose()
+        })
+        .await
+    }
+}
+
+const SELECT_ARCHIVE: &str =
+    "SELECT public_id, version, stream_id, path, duration_ms, bytes, created_at FROM archives";
+
+fn archive_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Archive, StoreError>> {
+    let stream_id: String = row.get(2)?;
+    Ok(Ok(Archive {
+        public_id: row.get(0)?,
+        version: row.get(1)?,
+        stream_id: match parse_id(&stream_id, StreamId::parse) {
+            Ok(id) => id,
+            Err(e) => return Ok(Err(e)),
+        },
+        path: row.get(3)?,
+        duration_ms: row.get(4)?,
+        bytes: row.get(5)?,
+        created_at: row.get(6)?,
+    }))
 }
 
 impl Inner {

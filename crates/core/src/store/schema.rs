@@ -30,4 +30,17 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX outputs_by_stream ON outputs(stream_id);
     -- The contract allows one hls and one archive output per stream.
     CREATE UNIQUE INDEX outputs_singletons ON outputs(stream_id, type) WHERE type IN ('hls', 'archive');",
+    // 2: finished recordings. Assets outlive their stream (their URLs may be in use), so no
+    // foreign key; `version` is the finalize time in Unix seconds, unique per public_id.
+    "CREATE TABLE archives (
+        public_id    TEXT NOT NULL,
+        version      INTEGER NOT NULL,
+        stream_id    TEXT NOT NULL,
+        path         TEXT NOT NULL,
+        duration_ms  INTEGER NOT NULL,
+        bytes        INTEGER NOT NULL,
+        created_at   INTEGER NOT NULL,
+        PRIMARY KEY (public_id, version)
+    ) STRICT;
+    CREATE INDEX archives_by_stream ON archives(stream_id, created_at);",
 ];
