@@ -14,7 +14,7 @@ use oxcast_core::{OutputId, StreamId};
 use crate::AppState;
 use crate::envelope::{ApiError, Data};
 use crate::requests::{self, JsonObject};
-use crate::views::{LiveStreamView, OutputView};
+use crate::views::{ArchiveView, LiveStreamView, OutputView};
 
 /// The contract's two base paths.
 const BASES: [&str; 2] = ["/v2/video/{cloud_name}", "/v2/{cloud_name}/video"];
@@ -186,6 +186,7 @@ async fn delete_output(State(s): State<AppState>, Path(ids): Path<Ids>) -> Resul
 
 /// Recordings arrive with the archive; until then every stream has none.
 async fn list_archives(State(s): State<AppState>, Path(ids): Path<Ids>) -> Result<Data, ApiError> {
-    s.registry.get_stream(&ids.stream()?).await?;
-    Data::new(&Vec::<()>::new())
+    let archives = s.registry.archives(&ids.stream()?).await?;
+    let views: Vec<_> = archives.iter().map(|a| ArchiveView::new(a, &s.config)).collect();
+    Data::new(&views)
 }

@@ -1,9 +1,12 @@
 //! Media delivery to players, without credentials: HLS playlists and segments (the listed ones from
-//! memory, the just-retired ones from their files).
+//! memory, the just-retired ones from their files), and recorded MP4 assets.
 //!
 //! `GET`/`HEAD /{cloud}/video/live/live_stream_<id>_hls.m3u8` and
 //! `…/live_stream_<id>_hls/<sequence>.ts`. Any origin may read them (CORS `*`), segments honour
 //! byte ranges, and an unknown or expired name is a 404.
+//!
+//! `GET`/`HEAD /{cloud}/video/upload/{public_id}.mp4` (the newest recording) and
+//! `…/upload/v{version}/{public_id}.mp4`: streamed from the file, with byte ranges, so players seek.
 
 use std::sync::Arc;
 
@@ -14,12 +17,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
-use oxcast_core::{HlsSource, SegmentBody, StreamId};
+use oxcast_core::{HlsSource, Registry, SegmentBody, StreamId, rules};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 #[derive(Clone)]
 pub(crate) struct Delivery {
     pub(crate) cloud_name: Arc<str>,
     pub(crate) hls: Arc<dyn HlsSource>,
+    pub(crate) registry: Arc<Registry>,
 }
 
 pub(crate) fn routes(delivery: Delivery) -> Router {
@@ -29,6 +34,7 @@ pub(crate) fn routes(delivery: Delivery) -> Router {
             "/{cloud}/video/live/{dir}/{segment}",
             get(segment).options(preflight),
         )
+        .route("/{cloud}/video/upload/{*asset}", get(asset).options(preflight))
         .with_state(delivery)
 }
 
@@ -38,6 +44,10 @@ const SEGMENT_TYPE: &str = "video/mp2t";
 const PLAYLIST_CACHE: &str = "max-age=1";
 /// A segment's name is never reused (sequence numbers start from the clock), so it can be kept.
 const SEGMENT_CACHE: &str = "public, max-age=86400, immutable";
+const MP4_TYPE: &str = "video/mp4";
+/// A versioned asset never changes; the unversioned name moves to each new recording.
+const VERSIONED_CACHE: &str = "public, max-age=31536000, immutable";
+const NEWEST_CACHE: &str = "max-age=60";
 
 fn not_found(what: &str) -> Response {
     let mut res = (StatusCode::NOT_FOUND, format!("{what} not found\n")).into_response();
@@ -121,37 +131,111 @@ async fn segment(
     ranged(data, SEGMENT_TYPE, SEGMENT_CACHE, request.get(header::RANGE))
 }
 
-/// A whole body, or the one byte range asked for (RFC 9110 §14). Several ranges get the whole body.
-pub(crate) fn ranged(
-    data: Bytes,
+/// `v{version}/{public_id}.mp4` or `{public_id}.mp4`.
+fn asset_name(path: &str) -> Option<(&str, Option<i64>)> {
+    let name = path.strip_suffix(".mp4")?;
+    let versioned = name
+        .split_once('/')
+        .and_then(|(v, rest)| Some((rest, v.strip_prefix('v')?.parse::<i64>().ok()?)));
+    let (public_id, version) = match versioned {
+        Some((public_id, version)) => (public_id, Some(version)),
+        None => (name, None),
+    };
+    rules::check_public_id(public_id).ok()?;
+    Some((public_id, version))
+}
+
+async fn asset(
+    State(d): State<Delivery>,
+    Path((cloud, path)): Path<(String, String)>,
+    request: HeaderMap,
+) -> Response {
+    let Some((public_id, version)) = asset_name(&path).filter(|_| cloud == *d.cloud_name) else {
+        return not_found("asset");
+    };
+    let (archive, file) = match d.registry.archive_file(public_id, version).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return not_found("asset"),
+        Err(e) => {
+            tracing::error!("cannot look up asset {public_id:?}: {e}");
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        }
+    };
+    let opened = match tokio::fs::File::open(&file).await {
+        Ok(opened) => opened,
+        Err(e) => {
+            tracing::error!(path = %file.display(), "recording {public_id} v{} unreadable: {e}", archive.version);
+            return not_found("asset");
+        }
+    };
+    let cache = if version.is_some() {
+        VERSIONED_CACHE
+    } else {
+        NEWEST_CACHE
+    };
+    serve_file(opened, MP4_TYPE, cache, request.get(header::RANGE)).await
+}
+
+/// A file, whole or the one byte range asked for, streamed from disk.
+async fn serve_file(
+    mut file: tokio::fs::File,
     content_type: &'static str,
     cache: &'static str,
     range: Option<&HeaderValue>,
 ) -> Response {
-    let len = data.len() as u64;
+    let len = match file.metadata().await {
+        Ok(meta) => meta.len(),
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    };
+    let (status, start, end) = match wanted_range(range, len) {
+        Wanted::Whole => (StatusCode::OK, 0, len),
+        Wanted::Part(first, last) => (StatusCode::PARTIAL_CONTENT, first, last + 1),
+        Wanted::Unsatisfiable(res) => return res,
+    };
+    if start > 0 && file.seek(std::io::SeekFrom::Start(start)).await.is_err() {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file.take(end - start)));
+    let mut res = Response::new(body);
+    *res.status_mut() = status;
+    let content_range =
+        (status == StatusCode::PARTIAL_CONTENT).then(|| format!("bytes {start}-{}/{len}", end - 1));
+    body_headers(res.headers_mut(), content_type, cache, end - start, content_range);
+    res
+}
+
+enum Wanted {
+    Whole,
+    /// First and last byte, inclusive.
+    Part(u64, u64),
+    Unsatisfiable(Response),
+}
+
+fn wanted_range(range: Option<&HeaderValue>, len: u64) -> Wanted {
     let wanted = range
         .and_then(|v| v.to_str().ok())
         .and_then(|v| parse_range(v, len));
-    let (status, body, content_range) = match wanted {
-        None => (StatusCode::OK, data, None),
+    match wanted {
+        None => Wanted::Whole,
+        Some(Ok((first, last))) => Wanted::Part(first, last),
         Some(Err(())) => {
             let mut res = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
                 res.headers_mut().insert(header::CONTENT_RANGE, v);
             }
             cors(res.headers_mut());
-            return res;
+            Wanted::Unsatisfiable(res)
         }
-        Some(Ok((start, end))) => (
-            StatusCode::PARTIAL_CONTENT,
-            data.slice(start as usize..=end as usize),
-            Some(format!("bytes {start}-{end}/{len}")),
-        ),
-    };
-    let body_len = body.len();
-    let mut res = Response::new(Body::from(body));
-    *res.status_mut() = status;
-    let headers = res.headers_mut();
+    }
+}
+
+fn body_headers(
+    headers: &mut HeaderMap,
+    content_type: &'static str,
+    cache: &'static str,
+    body_len: u64,
+    content_range: Option<String>,
+) {
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
@@ -160,6 +244,29 @@ pub(crate) fn ranged(
         headers.insert(header::CONTENT_RANGE, v);
     }
     cors(headers);
+}
+
+/// A whole body, or the one byte range asked for (RFC 9110 §14). Several ranges get the whole body.
+pub(crate) fn ranged(
+    data: Bytes,
+    content_type: &'static str,
+    cache: &'static str,
+    range: Option<&HeaderValue>,
+) -> Response {
+    let len = data.len() as u64;
+    let (status, body, content_range) = match wanted_range(range, len) {
+        Wanted::Whole => (StatusCode::OK, data, None),
+        Wanted::Unsatisfiable(res) => return res,
+        Wanted::Part(start, end) => (
+            StatusCode::PARTIAL_CONTENT,
+            data.slice(start as usize..=end as usize),
+            Some(format!("bytes {start}-{end}/{len}")),
+        ),
+    };
+    let body_len = body.len() as u64;
+    let mut res = Response::new(Body::from(body));
+    *res.status_mut() = status;
+    body_headers(res.headers_mut(), content_type, cache, body_len, content_range);
     res
 }
 
@@ -198,7 +305,30 @@ fn parse_range(value: &str, len: u64) -> Option<Result<(u64, u64), ()>> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_range;
+    use super::{asset_name, parse_range};
+
+    #[test]
+    fn asset_names() {
+        assert_eq!(asset_name("a.mp4"), Some(("a", None)));
+        assert_eq!(asset_name("v1795861651/a.mp4"), Some(("a", Some(1_795_861_651))));
+        assert_eq!(
+            asset_name("shows/2026/a_b-c.mp4"),
+            Some(("shows/2026/a_b-c", None))
+        );
+        assert_eq!(asset_name("v12/shows/a.mp4"), Some(("shows/a", Some(12))));
+        for bad in [
+            "a.m3u8",
+            "a",
+            ".mp4",
+            "v1/.mp4",
+            "../a.mp4",
+            "a/../b.mp4",
+            "a//b.mp4",
+            "a b.mp4",
+        ] {
+            assert_eq!(asset_name(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn ranges() {

@@ -46,6 +46,7 @@ pub fn router(registry: Arc<Registry>, config: ApiConfig, hls: Arc<dyn HlsSource
     let delivery = delivery::Delivery {
         cloud_name: config.cloud_name.as_str().into(),
         hls,
+        registry: Arc::clone(&registry),
     };
     let state = AppState {
         registry,

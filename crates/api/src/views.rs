@@ -1,7 +1,7 @@
 //! The JSON shapes of the contract. Optional members are omitted, never `null`; field order
 //! follows the contract's examples.
 
-use oxcast_core::{LiveStream, Output, OutputKind, StreamId};
+use oxcast_core::{Archive, LiveStream, Output, OutputKind, StreamId};
 use serde::Serialize;
 
 use crate::ApiConfig;
@@ -101,4 +101,31 @@ pub(crate) fn hls_url(stream_id: &StreamId, config: &ApiConfig) -> String {
         "{}/{}/video/live/live_stream_{stream_id}_hls.m3u8",
         config.public_http_url, config.cloud_name
     )
+}
+
+/// A recording, as `GET …/live_streams/{id}/archives` lists it (an Oxcast extension).
+#[derive(Serialize)]
+pub(crate) struct ArchiveView<'a> {
+    public_id: &'a str,
+    version: i64,
+    uri: String,
+    duration_sec: f64,
+    bytes: i64,
+    created_at: i64,
+}
+
+impl<'a> ArchiveView<'a> {
+    pub(crate) fn new(archive: &'a Archive, config: &ApiConfig) -> Self {
+        ArchiveView {
+            public_id: &archive.public_id,
+            version: archive.version,
+            uri: format!(
+                "{}/{}/video/upload/v{}/{}.mp4",
+                config.public_http_url, config.cloud_name, archive.version, archive.public_id
+            ),
+            duration_sec: archive.duration_ms as f64 / 1000.0,
+            bytes: archive.bytes,
+            created_at: archive.created_at,
+        }
+    }
 }
