@@ -13,6 +13,8 @@ mod support;
 
 #[path = "e2e/api.rs"]
 mod api;
+#[path = "e2e/archive.rs"]
+mod archive;
 #[path = "e2e/browser.rs"]
 mod browser;
 #[path = "e2e/durability.rs"]

@@ -21,6 +21,34 @@ pub fn require(program: &str, package: &str) {
 
 /// An encode like the TESTING recipe: a keyframe exactly every `gop_sec` seconds.
 pub fn encoder(url: &str, seconds: u32, size: &str, gop_sec: u32, tracks: &str) -> Child {
+    let mut cmd = encode(seconds, size, gop_sec, tracks);
+    cmd.args(["-flvflags", "no_duration_filesize", "-f", "flv", url]);
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
+}
+
+/// The same encode, published to `url` and written to the FLV file `copy`: what was published,
+/// for counting. The file goes on if the server goes away.
+pub fn encoder_with_copy(url: &str, seconds: u32, size: &str, gop_sec: u32, copy: &std::path::Path) -> Child {
+    let mut cmd = encode(seconds, size, gop_sec, "va");
+    // Behind tee the encoders cannot tell that FLV wants the codec configuration out of band.
+    cmd.args([
+        "-flags",
+        "+global_header",
+        "-map",
+        "0:v",
+        "-map",
+        "1:a",
+        "-f",
+        "tee",
+    ]);
+    cmd.arg(format!(
+        "[f=flv:flvflags=no_duration_filesize:onfail=ignore]{url}|[f=flv]{}",
+        copy.display()
+    ));
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
+}
+
+fn encode(seconds: u32, size: &str, gop_sec: u32, tracks: &str) -> Command {
     require("ffmpeg", "ffmpeg");
     let gop = (30 * gop_sec).to_string();
     let mut cmd = Command::new("ffmpeg");
@@ -50,8 +78,44 @@ pub fn encoder(url: &str, seconds: u32, size: &str, gop_sec: u32, tracks: &str) 
     if tracks.contains('a') {
         cmd.args(["-c:a", "aac", "-b:a", "128k", "-ar", "48000", "-ac", "2"]);
     }
-    cmd.args(["-flvflags", "no_duration_filesize", "-f", "flv", url]);
-    cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
+    cmd
+}
+
+/// Video and audio frames in a media file or URL, and its duration in seconds, by ffprobe.
+pub fn count_frames(input: &str) -> (u64, u64, f64) {
+    require("ffprobe", "ffmpeg");
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-count_frames",
+            "-show_entries",
+            "stream=codec_type,nb_read_frames:format=duration",
+            "-of",
+            "json",
+            input,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ffprobe {input}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let count = |kind: &str| {
+        json["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["codec_type"] == kind)
+            .map(|s| s["nb_read_frames"].as_str().unwrap().parse::<u64>().unwrap())
+            .sum::<u64>()
+    };
+    let duration = json["format"]["duration"]
+        .as_str()
+        .map_or(0.0, |d| d.parse().unwrap());
+    (count("video"), count("audio"), duration)
 }
 
 /// A small live encode (320x240, keyframe every second, H.264 + AAC): enough to drive the ingest.

@@ -90,6 +90,11 @@ impl Server {
                 format!("rtmp://127.0.0.1:{rtmp_port}"),
             ),
             ("OXCAST__STORAGE__DIR".to_owned(), dir.display().to_string()),
+            // Test machines may have little free disk; the recordings here are a few MB.
+            (
+                "OXCAST__ARCHIVE__MIN_FREE_BYTES".to_owned(),
+                (64 << 20).to_string(),
+            ),
         ];
         env.extend(options.env);
         std::fs::create_dir_all(dir.parent().unwrap()).unwrap();

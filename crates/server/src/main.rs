@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use oxcast_api::ApiConfig;
+use oxcast_archive::{ArchiveConfig, Archives};
 use oxcast_core::{Registry, Store};
 use oxcast_hls::HlsOutputs;
 use oxcast_ingest::IngestConfig;
@@ -32,6 +33,9 @@ struct Cli {
 
 /// The RTMP application encoders publish to: the path of every stream's `input.uri`.
 const INGEST_APP: &str = "streams";
+
+/// How long recordings may take to finalize at shutdown (the rest are finalized at the next start).
+const FINALIZE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long in-flight requests may take to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -101,8 +105,22 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         HlsOutputs::new(settings.hls, hls_dir.clone())
             .with_context(|| format!("{}: cannot prepare the HLS directory", hls_dir.display()))?,
     );
+    let archives = Arc::new(
+        Archives::new(
+            ArchiveConfig {
+                dir: settings.storage_dir.join("archive"),
+                storage_dir: settings.storage_dir.clone(),
+                min_free_bytes: settings.archive_min_free_bytes,
+            },
+            store.clone(),
+        )
+        .context("cannot prepare the archive directory")?,
+    );
+    // Before any stream can go live: what a killed process was recording becomes an asset.
+    archives.recover().await;
     let outputs = outputs::Outputs {
         hls: Arc::clone(&hls),
+        archives: Arc::clone(&archives),
     };
     let registry = Registry::new(store.clone(), Arc::new(outputs));
 
@@ -150,6 +168,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         tracing::warn!("RTMP ingest ended abnormally: {e}");
     }
     registry.shutdown().await;
+    archives.wait(FINALIZE_TIMEOUT).await;
     store.close()?;
     tracing::info!("shutdown complete");
     Ok(())

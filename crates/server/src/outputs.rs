@@ -3,12 +3,14 @@
 
 use std::sync::Arc;
 
+use oxcast_archive::Archives;
 use oxcast_core::{IdleReason, LiveStream, OutputKind, OutputRunner, StreamBus, StreamId};
 use oxcast_hls::HlsOutputs;
 
 /// Runs each active stream's outputs.
 pub(crate) struct Outputs {
     pub(crate) hls: Arc<HlsOutputs>,
+    pub(crate) archives: Arc<Archives>,
 }
 
 impl OutputRunner for Outputs {
@@ -18,6 +20,12 @@ impl OutputRunner for Outputs {
             // Subscribed here, before the publisher's first frame can be published.
             self.hls.start(&stream.id, bus.subscribe());
         }
+        for output in &stream.outputs {
+            if let OutputKind::Archive { public_id } = &output.kind {
+                self.archives
+                    .start(&stream.id, public_id.clone(), bus.subscribe());
+            }
+        }
     }
 
     fn stream_deleted(&self, stream_id: &StreamId) {
@@ -25,7 +33,8 @@ impl OutputRunner for Outputs {
     }
 
     fn stream_idle(&self, stream_id: &StreamId, reason: IdleReason) {
-        // The bus has ended: each output finishes on its own (the playlist gets EXT-X-ENDLIST).
+        // The bus has ended: each output finishes on its own (the playlist gets EXT-X-ENDLIST, the
+        // recording is finalized).
         tracing::debug!(stream_id = %stream_id, %reason, "stopping outputs");
     }
 }

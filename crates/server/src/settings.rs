@@ -28,6 +28,8 @@ pub(crate) struct Settings {
     /// `None`: use (or generate) the stored pair.
     pub(crate) credentials: Option<(String, String)>,
     pub(crate) storage_dir: PathBuf,
+    /// Below this much free space on the storage disk, recorders stop.
+    pub(crate) archive_min_free_bytes: u64,
     pub(crate) log_filter: String,
 }
 
@@ -53,6 +55,7 @@ struct Raw {
     rtmp: RawRtmp,
     http: RawListen,
     hls: RawHls,
+    archive: RawArchive,
     public: RawPublic,
     api: RawApi,
     storage: RawStorage,
@@ -71,6 +74,11 @@ struct RawRtmp {
 struct RawHls {
     segment_duration_sec: u64,
     window: u64,
+}
+
+#[derive(Deserialize)]
+struct RawArchive {
+    min_free_bytes: u64,
 }
 
 #[derive(Deserialize)]
@@ -218,6 +226,7 @@ impl Settings {
             cloud_name,
             credentials,
             storage_dir: PathBuf::from(raw.storage.dir),
+            archive_min_free_bytes: raw.archive.min_free_bytes,
             log_filter: raw.log.filter,
         })
     }

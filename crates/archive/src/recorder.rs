@@ -1,0 +1,238 @@
+//! One stream's recorder: bus events in, fragments written to the recording as they complete.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use oxcast_core::{BusEvent, Store, StreamId, Subscriber};
+use oxcast_media::{Frame, MediaEvent, Track};
+use tokio_util::task::TaskTracker;
+
+use crate::mp4::{self, Fragment, FragmentWriter, Tracks};
+use crate::{ArchiveConfig, Unfinished, finalize};
+
+/// A fragment is written once it holds this much media.
+const FRAGMENT_MS: i64 = 1000;
+
+/// What a recorder needs to know about its stream.
+pub(crate) struct Recording {
+    pub(crate) config: Arc<ArchiveConfig>,
+    pub(crate) store: Store,
+    pub(crate) stream_id: StreamId,
+    pub(crate) public_id: String,
+    /// Finalizing runs beside the recorder, which may go on with a new file.
+    pub(crate) finalizers: TaskTracker,
+}
+
+/// The file being written.
+struct Open {
+    unfinished: Unfinished,
+    /// `None` while a write is in flight (the file is in the blocking pool).
+    file: Option<File>,
+    writer: FragmentWriter,
+    /// Frames of the next fragment.
+    pending: Vec<Frame>,
+    /// Added to a frame's timestamps so a reconnected publisher, whose clock starts again from
+    /// zero, continues the timeline instead of going back.
+    shift: i64,
+    /// Decode time of the latest frame, after `shift`.
+    last_dts: i64,
+    /// The publisher changed: the next frame sets a new `shift`.
+    rebase: bool,
+}
+
+/// Records until the stream ends; each run of unchanged codec configurations is one file.
+pub(crate) async fn record(recording: Recording, mut subscriber: Subscriber) {
+    let mut tracks = Tracks::default();
+    let mut open: Option<Open> = None;
+    // Out of disk space: nothing more is recorded for this session.
+    let mut stopped = false;
+    while let Some(event) = subscriber.recv().await {
+        match event {
+            BusEvent::Media(MediaEvent::VideoConfig(config)) => {
+                if tracks.video.as_deref() != Some(&config) {
+                    tracks.video = Some(config);
+                    close(&recording, open.take()).await;
+                }
+            }
+            BusEvent::Media(MediaEvent::AudioConfig(config)) => {
+                if tracks.audio.as_deref() != Some(&config) {
+                    tracks.audio = Some(config);
+                    close(&recording, open.take()).await;
+                }
+            }
+            BusEvent::Media(MediaEvent::Frame(frame)) if !stopped => {
+                if open.is_none() {
+                    match start(&recording, &tracks, &frame).await {
+                        Ok(started) => open = started,
+                        Err(Stop::NoSpace(why)) => {
+                            tracing::warn!(stream_id = %recording.stream_id, "not recording: {why}");
+                            stopped = true;
+                            continue;
+                        }
+                        Err(Stop::Failed(why)) => {
+                            tracing::error!(stream_id = %recording.stream_id, "cannot record: {why}");
+                            stopped = true;
+                            continue;
+                        }
+                    }
+                }
+                let Some(current) = &mut open else { continue };
+                if let Err(stop) = add(&recording, current, frame).await {
+                    stopped = true;
+                    match stop {
+                        Stop::NoSpace(why) => tracing::warn!(stream_id = %recording.stream_id,
+                            "recording stopped, what was recorded is kept: {why}"),
+                        Stop::Failed(why) => tracing::error!(stream_id = %recording.stream_id,
+                            "recording stopped, what was recorded is kept: {why}"),
+                    }
+                    close(&recording, open.take()).await;
+                }
+            }
+            BusEvent::Media(MediaEvent::Frame(_)) => {}
+            BusEvent::Discontinuity => {
+                if let Some(current) = &mut open {
+                    current.rebase = true;
+                }
+            }
+            BusEvent::End => break,
+        }
+    }
+    close(&recording, open.take()).await;
+}
+
+enum Stop {
+    NoSpace(String),
+    Failed(String),
+}
+
+/// Opens a recording at its first usable frame: video starts on a keyframe; a frame of a track
+/// whose configuration has not arrived cannot be recorded.
+async fn start(recording: &Recording, tracks: &Tracks, frame: &Frame) -> Result<Option<Open>, Stop> {
+    let usable = match frame.track {
+        Track::Video => tracks.video.is_some() && frame.keyframe,
+        Track::Audio => tracks.audio.is_some(),
+    };
+    if !usable {
+        return Ok(None);
+    }
+    check_space(&recording.config).await?;
+    let started_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let (config, stream_id, public_id) = (
+        Arc::clone(&recording.config),
+        recording.stream_id.clone(),
+        recording.public_id.clone(),
+    );
+    let init = mp4::init_segment(tracks);
+    let created = tokio::task::spawn_blocking(move || -> std::io::Result<(Unfinished, File)> {
+        let unfinished = Unfinished::create(&config, &stream_id, &public_id, started_ms)?;
+        let mut file = File::create_new(&unfinished.part)?;
+        file.write_all(&init)?;
+        file.sync_data()?;
+        Ok((unfinished, file))
+    })
+    .await
+    .map_err(|e| Stop::Failed(e.to_string()))?
+    .map_err(|e| Stop::Failed(format!("cannot create the recording: {e}")))?;
+    let (unfinished, file) = created;
+    tracing::info!(stream_id = %recording.stream_id, path = %unfinished.part.display(), "recording");
+    Ok(Some(Open {
+        unfinished,
+        file: Some(file),
+        writer: FragmentWriter::new(tracks),
+        pending: Vec::new(),
+        shift: 0,
+        last_dts: 0,
+        rebase: false,
+    }))
+}
+
+/// Adds a frame; writes a fragment when one is due.
+async fn add(recording: &Recording, open: &mut Open, mut frame: Frame) -> Result<(), Stop> {
+    if open.rebase {
+        open.rebase = false;
+        // One frame interval after the last frame, so the two parts do not overlap.
+        open.shift = open.last_dts + 33 - frame.dts;
+    }
+    frame.dts += open.shift;
+    frame.pts += open.shift;
+    open.last_dts = open.last_dts.max(frame.dts);
+    let start = open.pending.first().map_or(frame.dts, |f| f.dts);
+    open.pending.push(frame);
+    if open.last_dts - start >= FRAGMENT_MS {
+        let frames = std::mem::take(&mut open.pending);
+        if let Some(fragment) = open.writer.push(frames) {
+            check_space(&recording.config).await?;
+            write(&mut open.file, fragment).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes the held-back frames and hands the file to be finalized.
+async fn close(recording: &Recording, open: Option<Open>) {
+    let Some(Open {
+        unfinished,
+        mut file,
+        mut writer,
+        pending,
+        ..
+    }) = open
+    else {
+        return;
+    };
+    let fragments = [writer.push(pending), writer.finish()];
+    for fragment in fragments.into_iter().flatten() {
+        if let Err(Stop::NoSpace(why) | Stop::Failed(why)) = write(&mut file, fragment).await {
+            tracing::error!(stream_id = %recording.stream_id, "the recording's last second is lost: {why}");
+            break;
+        }
+    }
+    drop(file);
+    let (config, store) = (Arc::clone(&recording.config), recording.store.clone());
+    recording
+        .finalizers
+        .spawn(async move { finalize(&config, &store, unfinished).await });
+}
+
+/// One fragment, header and payloads, in one vectored write, then flushed to the disk so a crash
+/// loses at most the fragment being written.
+async fn write(slot: &mut Option<File>, fragment: Fragment) -> Result<(), Stop> {
+    let Some(mut file) = slot.take() else {
+        return Err(Stop::Failed("the recording file is gone".into()));
+    };
+    let written = tokio::task::spawn_blocking(move || -> (File, std::io::Result<()>) {
+        let result = fragment.write_to(&mut file).and_then(|()| file.sync_data());
+        (file, result)
+    })
+    .await;
+    match written {
+        Ok((file, result)) => {
+            *slot = Some(file);
+            result.map_err(|e| Stop::Failed(format!("write failed: {e}")))
+        }
+        Err(e) => Err(Stop::Failed(e.to_string())),
+    }
+}
+
+async fn check_space(config: &ArchiveConfig) -> Result<(), Stop> {
+    let (dir, min) = (config.dir.clone(), config.min_free_bytes);
+    let free = tokio::task::spawn_blocking(move || free_bytes(&dir))
+        .await
+        .map_err(|e| Stop::Failed(e.to_string()))?
+        .map_err(|e| Stop::Failed(format!("cannot read the free space: {e}")))?;
+    if free < min {
+        return Err(Stop::NoSpace(format!(
+            "{free} bytes free on the storage disk, below archive.min_free_bytes ({min})"
+        )));
+    }
+    Ok(())
+}
+
+fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+    let stat = rustix::fs::statvfs(dir)?;
+    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+}

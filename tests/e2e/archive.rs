@@ -1,0 +1,285 @@
+//! Recordings: every live session becomes an MP4 asset that holds every published frame, plays
+//! everywhere (moov before mdat), and survives the server being killed mid-stream.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::hls::wait_until;
+use crate::publisher::{count_frames, encoder_with_copy, publish_url, wait_child};
+use crate::support::Server;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// The stream's recordings, once there are `count`.
+fn wait_archives(server: &Server, id: &str, count: usize) -> Vec<Value> {
+    wait_until(
+        || {
+            let list = server.get(&format!("/live_streams/{id}/archives"));
+            list.assert_status(200);
+            let list = list.data().as_array().unwrap().clone();
+            (list.len() >= count).then_some(list)
+        },
+        LIMIT,
+    )
+}
+
+/// The top-level boxes of an MP4 file, in order.
+fn top_level_boxes(data: &[u8]) -> Vec<String> {
+    let mut boxes = Vec::new();
+    let mut at = 0usize;
+    while at + 8 <= data.len() {
+        let mut size = u64::from(u32::from_be_bytes(data[at..at + 4].try_into().unwrap()));
+        let kind = String::from_utf8_lossy(&data[at + 4..at + 8]).into_owned();
+        if size == 1 {
+            size = u64::from_be_bytes(data[at + 8..at + 16].try_into().unwrap());
+        }
+        assert!(size >= 8, "box {kind} of size {size}");
+        boxes.push(kind);
+        at += size as usize;
+    }
+    assert_eq!(at, data.len(), "boxes cover the file exactly");
+    boxes
+}
+
+fn download(url: &str, to: &std::path::Path) -> Vec<u8> {
+    let res = reqwest::blocking::get(url).unwrap();
+    assert_eq!(res.status(), 200, "{url}");
+    assert_eq!(res.headers()["content-type"], "video/mp4");
+    assert_eq!(res.headers()["access-control-allow-origin"], "*");
+    let length: usize = res.headers()["content-length"].to_str().unwrap().parse().unwrap();
+    let data = res.bytes().unwrap().to_vec();
+    assert_eq!(data.len(), length);
+    std::fs::write(to, &data).unwrap();
+    data
+}
+
+#[test]
+fn a_live_session_is_recorded_frame_for_frame_as_a_faststart_mp4() {
+    let server = Server::start();
+    let s = server.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 2}));
+    let id = s["id"].as_str().unwrap();
+    let public_id = format!("live_stream_{id}_archive");
+    let work = tempfile::tempdir().unwrap();
+    let copy = work.path().join("published.flv");
+    let mut ffmpeg = encoder_with_copy(&publish_url(&s), 30, "640x360", 2, &copy);
+    let (ok, err) = wait_child(&mut ffmpeg, LIMIT);
+    assert!(ok, "{err}");
+    server.wait_status(id, "idle", LIMIT);
+
+    let archives = wait_archives(&server, id, 1);
+    assert_eq!(archives.len(), 1, "{archives:?}");
+    let archive = &archives[0];
+    assert_eq!(archive["public_id"], public_id.as_str());
+    let version = archive["version"].as_i64().unwrap();
+    let uri = archive["uri"].as_str().unwrap();
+    assert_eq!(
+        uri,
+        server.url(&format!("/local/video/upload/v{version}/{public_id}.mp4"))
+    );
+    assert!(archive["bytes"].as_i64().unwrap() > 0);
+    assert!(archive["created_at"].as_i64().unwrap() > 1_700_000_000_000);
+
+    let (video, audio, duration) = count_frames(copy.to_str().unwrap());
+    assert!(
+        video >= 890 && audio > 1000,
+        "the source: {video} video, {audio} audio frames"
+    );
+    let mp4 = work.path().join("recording.mp4");
+    let data = download(uri, &mp4);
+    assert_eq!(archive["bytes"].as_i64().unwrap() as usize, data.len());
+    let boxes = top_level_boxes(&data);
+    let moov = boxes.iter().position(|b| b == "moov").expect("a moov");
+    let mdat = boxes.iter().position(|b| b == "mdat").expect("an mdat");
+    assert!(moov < mdat, "moov before mdat: {boxes:?}");
+    let (rec_video, rec_audio, rec_duration) = count_frames(mp4.to_str().unwrap());
+    assert_eq!(
+        (rec_video, rec_audio),
+        (video, audio),
+        "every published frame is recorded"
+    );
+    assert!(
+        (rec_duration - duration).abs() <= 0.1,
+        "duration {rec_duration} s against {duration} s published"
+    );
+    assert!(
+        (archive["duration_sec"].as_f64().unwrap() - duration).abs() <= 0.1,
+        "{archive}"
+    );
+    let decode = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-i", mp4.to_str().unwrap(), "-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        decode.status.success() && decode.stderr.is_empty(),
+        "ffmpeg decodes it without a word: {}",
+        String::from_utf8_lossy(&decode.stderr)
+    );
+
+    // The unversioned name is the newest recording; ranges let players seek.
+    let newest = server.url(&format!("/local/video/upload/{public_id}.mp4"));
+    let client = reqwest::blocking::Client::new();
+    let part = client
+        .get(&newest)
+        .header("Range", "bytes=100-199")
+        .send()
+        .unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(
+        part.headers()["content-range"],
+        format!("bytes 100-199/{}", data.len()).as_str()
+    );
+    assert_eq!(part.bytes().unwrap().as_ref(), &data[100..200]);
+    let head = client.head(&newest).send().unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["content-length"], data.len().to_string().as_str());
+    for missing in [
+        format!("/local/video/upload/v{}/{public_id}.mp4", version + 1),
+        format!("/local/video/upload/{public_id}x.mp4"),
+        format!("/local/video/upload/../{public_id}.mp4"),
+        format!("/other/video/upload/{public_id}.mp4"),
+    ] {
+        let res = client.get(server.url(&missing)).send().unwrap();
+        assert_eq!(res.status(), 404, "{missing}");
+    }
+}
+
+#[test]
+fn a_recording_cut_by_sigkill_is_finalized_and_listed_at_the_next_start() {
+    let mut server = Server::start();
+    let s = server.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 2}));
+    let id = s["id"].as_str().unwrap().to_owned();
+    let work = tempfile::tempdir().unwrap();
+    let copy = work.path().join("published.flv");
+    let mut ffmpeg = encoder_with_copy(&publish_url(&s), 30, "640x360", 2, &copy);
+    server.wait_status(&id, "active", LIMIT);
+    let live_since = Instant::now();
+    while live_since.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server.kill(); // SIGKILL: no chance to finalize
+    // What had been published when the server died (ffmpeg goes on writing its own copy).
+    let snapshot = work.path().join("at-kill.flv");
+    std::fs::copy(&copy, &snapshot).unwrap();
+    let (published_video, _, _) = count_frames(snapshot.to_str().unwrap());
+    let _ = ffmpeg.kill();
+    let _ = ffmpeg.wait();
+
+    let server = server.restart();
+    let archives = wait_archives(&server, &id, 1);
+    assert_eq!(archives.len(), 1, "{archives:?}");
+    let mp4 = work.path().join("recovered.mp4");
+    download(archives[0]["uri"].as_str().unwrap(), &mp4);
+    let (video, audio, duration) = count_frames(mp4.to_str().unwrap());
+    // Everything up to the last whole fragment (about a second) before the kill. ffmpeg's copy is
+    // written through a 32 KiB buffer, so it trails what reached the server by a few frames.
+    assert!(
+        video + 45 >= published_video && video <= published_video + 30,
+        "{video} video frames recovered of {published_video} published before the kill"
+    );
+    assert!(audio > 0 && duration > 15.0, "{audio} audio frames, {duration} s");
+    assert!(
+        server.log().contains("finalizing a recording left unfinished"),
+        "{}",
+        server.log()
+    );
+}
+
+/// Width and height of the video in a media file, by ffprobe.
+fn video_size(path: &std::path::Path) -> String {
+    let out = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v",
+            "-show_entries",
+            "stream=width,height",
+            "-of",
+            "csv=p=0",
+            path.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn a_reconnect_continues_the_recording_and_a_new_resolution_starts_another() {
+    let server = Server::start();
+    let s = server.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 5}));
+    let id = s["id"].as_str().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let mut published = Vec::new();
+    for (part, size) in ["640x360", "640x360", "320x240"].into_iter().enumerate() {
+        let copy = work.path().join(format!("part{part}.flv"));
+        let mut ffmpeg = encoder_with_copy(&publish_url(&s), 6, size, 2, &copy);
+        let (ok, err) = wait_child(&mut ffmpeg, LIMIT);
+        assert!(ok, "{err}");
+        published.push(count_frames(copy.to_str().unwrap()));
+        assert_eq!(
+            server.status(id),
+            "active",
+            "the reconnect came within the idle timeout"
+        );
+    }
+    server.wait_status(id, "idle", LIMIT);
+
+    let archives = wait_archives(&server, id, 2);
+    assert_eq!(archives.len(), 2, "{archives:?}");
+    // Newest first: the 320x240 part, then the two 640x360 parts as one recording.
+    let newest = work.path().join("newest.mp4");
+    download(archives[0]["uri"].as_str().unwrap(), &newest);
+    let first = work.path().join("first.mp4");
+    download(archives[1]["uri"].as_str().unwrap(), &first);
+    assert_eq!(video_size(&first), "640,360");
+    assert_eq!(video_size(&newest), "320,240");
+    let (video, audio, duration) = count_frames(first.to_str().unwrap());
+    assert_eq!(
+        (video, audio),
+        (published[0].0 + published[1].0, published[0].1 + published[1].1),
+        "both 640x360 parts in one recording"
+    );
+    let both = published[0].2 + published[1].2;
+    assert!(
+        (duration - both).abs() <= 0.3,
+        "{duration} s for {both} s published"
+    );
+    let (video, audio, _) = count_frames(newest.to_str().unwrap());
+    assert_eq!((video, audio), (published[2].0, published[2].1));
+    for file in [&first, &newest] {
+        let decode = std::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-i", file.to_str().unwrap(), "-f", "null", "-"])
+            .output()
+            .unwrap();
+        assert!(
+            decode.status.success() && decode.stderr.is_empty(),
+            "{}: {}",
+            file.display(),
+            String::from_utf8_lossy(&decode.stderr)
+        );
+    }
+}
+
+#[test]
+fn without_disk_space_the_stream_stays_live_and_nothing_is_recorded() {
+    let server = Server::start_with(crate::support::Options {
+        env: vec![("OXCAST__ARCHIVE__MIN_FREE_BYTES".into(), (1u64 << 62).to_string())],
+        ..crate::support::Options::default()
+    });
+    let s = server.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 1}));
+    let id = s["id"].as_str().unwrap();
+    let url = crate::hls::hls_url(&s);
+    let mut ffmpeg = crate::publisher::small_encoder(&publish_url(&s), 5);
+    crate::hls::wait_segments(&url, 2, LIMIT);
+    let (ok, err) = wait_child(&mut ffmpeg, LIMIT);
+    assert!(ok, "the publish went on: {err}");
+    server.wait_status(id, "idle", LIMIT);
+    let list = server.get(&format!("/live_streams/{id}/archives"));
+    assert_eq!(list.data(), &json!([]));
+    assert!(
+        server.log().contains("below archive.min_free_bytes"),
+        "the log says why: {}",
+        server.log()
+    );
+}
