@@ -428,3 +428,25 @@ fn deleting_a_stream_removes_its_playlist() {
         "a deleted stream's playlist is gone"
     );
 }
+
+#[test]
+fn an_ended_playlist_is_served_for_keep_after_end_sec_then_removed() {
+    let server = Server::start_with(crate::support::Options {
+        env: vec![("OXCAST__HLS__KEEP_AFTER_END_SEC".into(), "3".into())],
+        ..crate::support::Options::default()
+    });
+    let s = server.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 1}));
+    let id = s["id"].as_str().unwrap();
+    let url = hls_url(&s);
+    let mut ffmpeg = crate::publisher::small_encoder(&publish_url(&s), 4);
+    let (ok, err) = wait_child(&mut ffmpeg, LIMIT);
+    assert!(ok, "{err}");
+    server.wait_status(id, "idle", LIMIT);
+    let ended = wait_until(|| fetch_playlist(&url).filter(|l| l.ended), LIMIT);
+    let base = url.rsplit_once('/').unwrap().0;
+    let segment = format!("{base}/{}", ended.segments[0].1);
+    assert_eq!(reqwest::blocking::get(&segment).unwrap().status(), 200);
+    // Then both go: 404, as for a stream that never published.
+    wait_until(|| fetch_playlist(&url).is_none().then_some(()), LIMIT);
+    assert_eq!(reqwest::blocking::get(&segment).unwrap().status(), 404);
+}

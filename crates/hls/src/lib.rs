@@ -26,16 +26,21 @@ pub struct HlsConfig {
     pub segment_duration: Duration,
     /// Segments listed in the playlist.
     pub window: usize,
+    /// How long an ended playlist (and its segments) stays served.
+    pub keep_after_end: Duration,
 }
 
-/// Every stream's playlist. A stream keeps its last playlist (ended) until it goes live again.
+/// Every stream's playlist. An ended playlist stays served for `keep_after_end`, or until the
+/// stream goes live again.
 #[derive(Debug)]
 pub struct HlsOutputs {
     config: HlsConfig,
     /// Retired segments' files: `<dir>/<stream id>/<sequence>.ts`.
     spill_dir: PathBuf,
-    playlists: Mutex<HashMap<StreamId, Arc<Mutex<Playlist>>>>,
+    playlists: Arc<Playlists>,
 }
+
+type Playlists = Mutex<HashMap<StreamId, Arc<Mutex<Playlist>>>>;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every update leaves the state whole, so a panic elsewhere does not make it unusable.
@@ -54,7 +59,7 @@ impl HlsOutputs {
         Ok(Self {
             config,
             spill_dir,
-            playlists: Mutex::new(HashMap::new()),
+            playlists: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
@@ -90,24 +95,36 @@ impl HlsOutputs {
         // first spill is a whole window away.)
         let dir = self.stream_dir(stream_id);
         tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir));
+        let stream_dir = self.stream_dir(stream_id);
         let spill = Spill {
-            dir: self.stream_dir(stream_id),
+            dir: stream_dir.clone(),
             playlist: playlist.clone(),
             failed: Arc::new(AtomicBool::new(false)),
         };
-        tokio::spawn(package(stream_id.clone(), subscriber, playlist, spill, target_ms));
+        let stream_id = stream_id.clone();
+        let (playlists, keep) = (Arc::clone(&self.playlists), self.config.keep_after_end);
+        tokio::spawn(async move {
+            package(stream_id.clone(), subscriber, playlist.clone(), spill, target_ms).await;
+            // The ended playlist stays for players finishing it, then goes, unless the stream went
+            // live again meanwhile (a new playlist took its place).
+            tokio::time::sleep(keep).await;
+            let mut playlists = lock(&playlists);
+            if playlists
+                .get(&stream_id)
+                .is_some_and(|p| Arc::ptr_eq(p, &playlist))
+            {
+                playlists.remove(&stream_id);
+                drop(playlists);
+                remove_dir(stream_dir, "an ended stream's");
+                tracing::debug!(stream_id = %stream_id, "ended HLS playlist removed");
+            }
+        });
     }
 
     /// Forgets a deleted stream: its playlist and segments answer 404 from now on.
     pub fn remove(&self, stream_id: &StreamId) {
         lock(&self.playlists).remove(stream_id);
-        let dir = self.stream_dir(stream_id);
-        tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                tracing::warn!(dir = %dir.display(), "cannot delete a deleted stream's HLS segments: {e}");
-            }
-            _ => {}
-        });
+        remove_dir(self.stream_dir(stream_id), "a deleted stream's");
     }
 
     fn playlist_of(&self, stream_id: &StreamId) -> Option<Arc<Mutex<Playlist>>> {
@@ -129,6 +146,16 @@ impl HlsSource for HlsOutputs {
             Stored::Spilled => SegmentBody::File(segment_path(&self.stream_dir(stream_id), sequence)),
         })
     }
+}
+
+/// Deletes a stream's retired segments, off the async threads.
+fn remove_dir(dir: PathBuf, whose: &'static str) {
+    tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            tracing::warn!(dir = %dir.display(), "cannot delete {whose} HLS segments: {e}");
+        }
+        _ => {}
+    });
 }
 
 fn segment_path(dir: &Path, sequence: u64) -> PathBuf {

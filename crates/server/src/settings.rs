@@ -74,6 +74,7 @@ struct RawRtmp {
 struct RawHls {
     segment_duration_sec: u64,
     window: u64,
+    keep_after_end_sec: u64,
 }
 
 #[derive(Deserialize)]
@@ -219,6 +220,14 @@ impl Settings {
                 window: match raw.hls.window {
                     n @ 2..=100 => n as usize,
                     n => return Err(SettingsError(format!("hls.window {n}: use 2 to 100 segments"))),
+                },
+                keep_after_end: match raw.hls.keep_after_end_sec {
+                    n @ 1..=86_400 => Duration::from_secs(n),
+                    n => {
+                        return Err(SettingsError(format!(
+                            "hls.keep_after_end_sec {n}: use 1 to 86400 seconds"
+                        )));
+                    }
                 },
             },
             public_rtmp_url: base_url("public.rtmp_url", &raw.public.rtmp_url, &["rtmp://", "rtmps://"])?,
