@@ -42,6 +42,20 @@ fn top_level_boxes(data: &[u8]) -> Vec<String> {
     boxes
 }
 
+/// `ffmpeg -v error -i FILE -f null -` succeeds without a word.
+fn assert_decodes_cleanly(file: &std::path::Path) {
+    let decode = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-i", file.to_str().unwrap(), "-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        decode.status.success() && decode.stderr.is_empty(),
+        "ffmpeg decodes {} with errors: {}",
+        file.display(),
+        String::from_utf8_lossy(&decode.stderr)
+    );
+}
+
 fn download(url: &str, to: &std::path::Path) -> Vec<u8> {
     let res = reqwest::blocking::get(url).unwrap();
     assert_eq!(res.status(), 200, "{url}");
@@ -106,15 +120,7 @@ fn a_live_session_is_recorded_frame_for_frame_as_a_faststart_mp4() {
         (archive["duration_sec"].as_f64().unwrap() - duration).abs() <= 0.1,
         "{archive}"
     );
-    let decode = std::process::Command::new("ffmpeg")
-        .args(["-v", "error", "-i", mp4.to_str().unwrap(), "-f", "null", "-"])
-        .output()
-        .unwrap();
-    assert!(
-        decode.status.success() && decode.stderr.is_empty(),
-        "ffmpeg decodes it without a word: {}",
-        String::from_utf8_lossy(&decode.stderr)
-    );
+    assert_decodes_cleanly(&mp4);
 
     // The unversioned name is the newest recording; ranges let players seek.
     let newest = server.url(&format!("/local/video/upload/{public_id}.mp4"));
@@ -247,18 +253,8 @@ fn a_reconnect_continues_the_recording_and_a_new_resolution_starts_another() {
     );
     let (video, audio, _) = count_frames(newest.to_str().unwrap());
     assert_eq!((video, audio), (published[2].0, published[2].1));
-    for file in [&first, &newest] {
-        let decode = std::process::Command::new("ffmpeg")
-            .args(["-v", "error", "-i", file.to_str().unwrap(), "-f", "null", "-"])
-            .output()
-            .unwrap();
-        assert!(
-            decode.status.success() && decode.stderr.is_empty(),
-            "{}: {}",
-            file.display(),
-            String::from_utf8_lossy(&decode.stderr)
-        );
-    }
+    assert_decodes_cleanly(&first);
+    assert_decodes_cleanly(&newest);
 }
 
 #[test]
