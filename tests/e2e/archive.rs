@@ -279,3 +279,30 @@ fn without_disk_space_the_stream_stays_live_and_nothing_is_recorded() {
         server.log()
     );
 }
+
+#[test]
+fn a_graceful_shutdown_finalizes_the_recording_before_exiting() {
+    let mut server = Server::start();
+    let s = server.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 30}));
+    let id = s["id"].as_str().unwrap().to_owned();
+    let mut ffmpeg = crate::publisher::small_encoder(&publish_url(&s), 30);
+    server.wait_status(&id, "active", LIMIT);
+    std::thread::sleep(Duration::from_secs(5));
+    let status = server.signal_and_wait("TERM");
+    assert!(status.success(), "{status:?}: {}", server.log());
+    assert!(server.log().contains("recording finalized"), "{}", server.log());
+    let _ = ffmpeg.kill();
+    let _ = ffmpeg.wait();
+    let server = server.restart();
+    let archives = wait_archives(&server, &id, 1);
+    assert_eq!(archives.len(), 1, "{archives:?}");
+    assert!(
+        archives[0]["duration_sec"].as_f64().unwrap() > 3.0,
+        "{archives:?}"
+    );
+    assert!(
+        !server.log().contains("left unfinished"),
+        "nothing was left to recover: {}",
+        server.log()
+    );
+}
