@@ -7,6 +7,13 @@
 //! temporary name, then renamed into place and listed. Recordings a killed process left behind are
 //! finalized the same way at start-up ([`Archives::recover`]).
 //!
+//! The MP4 boxes are our own ([`mp4`]): a small, dependency-free writer and reader that lays out
+//! fragments exactly as crash safety needs, writes payloads straight from the frames' `Bytes` with
+//! one vectored write per fragment, and reads back only files it wrote (with every size checked).
+//! mp4-atom, the closest crate, encodes and decodes single atoms without interpreting them (an
+//! `Mdat` owns its bytes, which would cost a copy per frame), so the sample tables and the
+//! recovery of a cut file would be ours to write anyway.
+//!
 //! Layout under the archive directory: `recording/<stream id>-<start ms>.mp4.part` (with the asset's
 //! public_id beside it in `….public_id`) while recording, `<public_id>/<start ms>-<stream id>.mp4`
 //! once finalized.
