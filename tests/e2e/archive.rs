@@ -306,3 +306,42 @@ fn a_graceful_shutdown_finalizes_the_recording_before_exiting() {
         server.log()
     );
 }
+
+#[test]
+fn a_changed_public_id_names_the_next_recording_and_the_old_one_stays() {
+    let server = Server::start();
+    let s = server.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 1}));
+    let id = s["id"].as_str().unwrap();
+    let archive_output = s["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["type"] == "archive")
+        .unwrap();
+    let first_id = archive_output["public_id"].as_str().unwrap().to_owned();
+    let record = || {
+        let mut ffmpeg = crate::publisher::small_encoder(&publish_url(&s), 3);
+        let (ok, err) = wait_child(&mut ffmpeg, LIMIT);
+        assert!(ok, "{err}");
+        server.wait_status(id, "idle", LIMIT);
+    };
+    record();
+    wait_archives(&server, id, 1);
+    server
+        .patch(
+            &format!(
+                "/live_streams/{id}/outputs/{}",
+                archive_output["id"].as_str().unwrap()
+            ),
+            json!({"public_id": "shows/episode-2"}),
+        )
+        .assert_status(200);
+    record();
+    let archives = wait_archives(&server, id, 2);
+    assert_eq!(archives[0]["public_id"], "shows/episode-2", "{archives:?}");
+    assert_eq!(archives[1]["public_id"], first_id.as_str(), "{archives:?}");
+    for name in ["shows/episode-2", first_id.as_str()] {
+        let url = server.url(&format!("/local/video/upload/{name}.mp4"));
+        assert_eq!(reqwest::blocking::get(&url).unwrap().status(), 200, "{url}");
+    }
+}
