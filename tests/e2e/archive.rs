@@ -12,7 +12,7 @@ use crate::support::Server;
 const LIMIT: Duration = Duration::from_secs(60);
 
 /// The stream's recordings, once there are `count`.
-fn wait_archives(server: &Server, id: &str, count: usize) -> Vec<Value> {
+pub(crate) fn wait_archives(server: &Server, id: &str, count: usize) -> Vec<Value> {
     wait_until(
         || {
             let list = server.get(&format!("/live_streams/{id}/archives"));

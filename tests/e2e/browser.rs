@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::hls::{hls_url, wait_segments, wait_until};
+use crate::archive::wait_archives;
+use crate::hls::{hls_url, wait_segments};
 use crate::publisher::{encoder, publish_url, wait_child};
 use crate::support::Server;
 
@@ -123,18 +124,6 @@ fn hls_js_in_headless_chromium_plays_the_live_stream() {
 }
 
 /// The stream's recordings, once there are `count` (as in `archive.rs`).
-fn wait_archives(server: &Server, id: &str, count: usize) -> Vec<Value> {
-    wait_until(
-        || {
-            let list = server.get(&format!("/live_streams/{id}/archives"));
-            list.assert_status(200);
-            let list = list.data().as_array().unwrap().clone();
-            (list.len() >= count).then_some(list)
-        },
-        LIMIT,
-    )
-}
-
 /// Seconds the recording lasts (what is published).
 const RECORDED_SEC: u32 = 12;
 

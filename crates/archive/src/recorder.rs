@@ -40,6 +40,8 @@ struct Open {
     last_dts: i64,
     /// The publisher changed: the next frame sets a new `shift`.
     rebase: bool,
+    /// Video is recorded from its first keyframe on (audio may have started the file).
+    video_started: bool,
 }
 
 /// Records until the stream ends; each run of unchanged codec configurations is one file.
@@ -147,11 +149,18 @@ async fn start(recording: &Recording, tracks: &Tracks, frame: &Frame) -> Result<
         shift: 0,
         last_dts: 0,
         rebase: false,
+        video_started: false,
     }))
 }
 
 /// Adds a frame; writes a fragment when one is due.
 async fn add(recording: &Recording, open: &mut Open, mut frame: Frame) -> Result<(), Stop> {
+    if frame.track == Track::Video && !open.video_started {
+        if !frame.keyframe {
+            return Ok(());
+        }
+        open.video_started = true;
+    }
     if open.rebase {
         open.rebase = false;
         // One frame interval after the last frame, so the two parts do not overlap.
