@@ -98,7 +98,7 @@ async fn list_streams(State(s): State<AppState>) -> Result<Data, ApiError> {
     let streams = s.registry.list_streams().await?;
     let views: Vec<_> = streams
         .iter()
-        .map(|st| LiveStreamView::new(st, &s.config))
+        .map(|st| LiveStreamView::new(st, s.views()))
         .collect();
     Data::new(&views)
 }
@@ -106,12 +106,12 @@ async fn list_streams(State(s): State<AppState>) -> Result<Data, ApiError> {
 async fn create_stream(State(s): State<AppState>, JsonObject(body): JsonObject) -> Result<Data, ApiError> {
     let new = requests::new_stream(&body)?;
     let stream = s.registry.create_stream(new).await?;
-    Data::new(&LiveStreamView::new(&stream, &s.config))
+    Data::new(&LiveStreamView::new(&stream, s.views()))
 }
 
 async fn get_stream(State(s): State<AppState>, Path(ids): Path<Ids>) -> Result<Data, ApiError> {
     let stream = s.registry.get_stream(&ids.stream()?).await?;
-    Data::new(&LiveStreamView::new(&stream, &s.config))
+    Data::new(&LiveStreamView::new(&stream, s.views()))
 }
 
 async fn update_stream(
@@ -122,7 +122,7 @@ async fn update_stream(
     let id = ids.stream()?;
     let patch = requests::stream_patch(&body)?;
     let stream = s.registry.update_stream(&id, patch).await?;
-    Data::new(&LiveStreamView::new(&stream, &s.config))
+    Data::new(&LiveStreamView::new(&stream, s.views()))
 }
 
 async fn delete_stream(State(s): State<AppState>, Path(ids): Path<Ids>) -> Result<Data, ApiError> {
@@ -145,7 +145,7 @@ async fn list_outputs(State(s): State<AppState>, Path(ids): Path<Ids>) -> Result
     let outputs = s.registry.list_outputs(&id).await?;
     let views: Vec<_> = outputs
         .iter()
-        .map(|o| OutputView::new(&id, o, &s.config))
+        .map(|o| OutputView::new(&id, o, s.views()))
         .collect();
     Data::new(&views)
 }
@@ -158,13 +158,13 @@ async fn create_output(
     let id = ids.stream()?;
     let new = requests::new_output(&body)?;
     let output = s.registry.create_output(&id, new).await?;
-    Data::new(&OutputView::new(&id, &output, &s.config))
+    Data::new(&OutputView::new(&id, &output, s.views()))
 }
 
 async fn get_output(State(s): State<AppState>, Path(ids): Path<Ids>) -> Result<Data, ApiError> {
     let id = ids.stream()?;
     let output = s.registry.get_output(&id, &ids.output()?).await?;
-    Data::new(&OutputView::new(&id, &output, &s.config))
+    Data::new(&OutputView::new(&id, &output, s.views()))
 }
 
 async fn update_output(
@@ -176,7 +176,7 @@ async fn update_output(
     let output_id = ids.output()?;
     let patch = requests::output_patch(&body)?;
     let output = s.registry.update_output(&id, &output_id, patch).await?;
-    Data::new(&OutputView::new(&id, &output, &s.config))
+    Data::new(&OutputView::new(&id, &output, s.views()))
 }
 
 async fn delete_output(State(s): State<AppState>, Path(ids): Path<Ids>) -> Result<Data, ApiError> {

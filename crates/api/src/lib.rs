@@ -18,7 +18,7 @@ mod views;
 use std::sync::Arc;
 
 use axum::Router;
-use oxcast_core::{HlsSource, Registry};
+use oxcast_core::{HlsSource, Registry, RelayStatusSource};
 
 pub use auth::Credentials;
 
@@ -39,10 +39,25 @@ pub struct ApiConfig {
 struct AppState {
     registry: Arc<Registry>,
     config: Arc<ApiConfig>,
+    relays: Arc<dyn RelayStatusSource>,
+}
+
+impl AppState {
+    fn views(&self) -> views::ViewContext<'_> {
+        views::ViewContext {
+            config: &self.config,
+            relays: &*self.relays,
+        }
+    }
 }
 
 /// The whole HTTP application: media delivery, and the enveloped admin API for everything else.
-pub fn router(registry: Arc<Registry>, config: ApiConfig, hls: Arc<dyn HlsSource>) -> Router {
+pub fn router(
+    registry: Arc<Registry>,
+    config: ApiConfig,
+    hls: Arc<dyn HlsSource>,
+    relays: Arc<dyn RelayStatusSource>,
+) -> Router {
     let delivery = delivery::Delivery {
         cloud_name: config.cloud_name.as_str().into(),
         hls,
@@ -51,6 +66,7 @@ pub fn router(registry: Arc<Registry>, config: ApiConfig, hls: Arc<dyn HlsSource
     let state = AppState {
         registry,
         config: Arc::new(config),
+        relays,
     };
     let routes = admin::routes(state.clone()).merge(health::routes(state));
     // As one service, so the envelope sees the router's finished answers (a 405 with its Allow header).

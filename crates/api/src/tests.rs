@@ -14,6 +14,14 @@ struct NoOutputs;
 
 struct NoHls;
 
+struct NoRelays;
+
+impl oxcast_core::RelayStatusSource for NoRelays {
+    fn relay_status(&self, _: &oxcast_core::OutputId) -> Option<oxcast_core::RelayStatus> {
+        None
+    }
+}
+
 impl oxcast_core::HlsSource for NoHls {
     fn playlist(&self, _: &oxcast_core::StreamId) -> Option<bytes::Bytes> {
         None
@@ -56,7 +64,7 @@ async fn a_failed_store_answers_503_and_health_says_so() {
             secret: "s".into(),
         },
     };
-    let app = router(registry, config, Arc::new(NoHls));
+    let app = router(registry, config, Arc::new(NoHls), Arc::new(NoRelays));
     assert_eq!(call(&app, "GET", "/healthz", "").await.0, StatusCode::OK);
 
     store.close().unwrap();

@@ -1,10 +1,17 @@
 //! The JSON shapes of the contract. Optional members are omitted, never `null`; field order
 //! follows the contract's examples.
 
-use oxcast_core::{Archive, LiveStream, Output, OutputKind, StreamId};
+use oxcast_core::{Archive, LiveStream, Output, OutputKind, RelayStatus, RelayStatusSource, StreamId};
 use serde::Serialize;
 
 use crate::ApiConfig;
+
+/// What the views read besides the stored objects.
+#[derive(Clone, Copy)]
+pub(crate) struct ViewContext<'a> {
+    pub(crate) config: &'a ApiConfig,
+    pub(crate) relays: &'a dyn RelayStatusSource,
+}
 
 #[derive(Serialize)]
 pub(crate) struct LiveStreamView<'a> {
@@ -41,12 +48,39 @@ pub(crate) struct OutputView<'a> {
     vendor: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     public_id: Option<&'a str>,
+    /// Simulcast outputs only: what the relay is doing (an Oxcast extension).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    relay: Option<RelayView>,
     created_at: i64,
     updated_at: i64,
 }
 
+#[derive(Serialize)]
+struct RelayView {
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connected_at: Option<i64>,
+    bytes_sent: u64,
+    dropped_frames: u64,
+}
+
+impl From<RelayStatus> for RelayView {
+    fn from(status: RelayStatus) -> Self {
+        RelayView {
+            status: status.state.as_str(),
+            last_error: status.last_error,
+            connected_at: status.connected_at,
+            bytes_sent: status.bytes_sent,
+            dropped_frames: status.dropped_frames,
+        }
+    }
+}
+
 impl<'a> LiveStreamView<'a> {
-    pub(crate) fn new(stream: &'a LiveStream, config: &ApiConfig) -> Self {
+    pub(crate) fn new(stream: &'a LiveStream, context: ViewContext<'_>) -> Self {
+        let config = context.config;
         LiveStreamView {
             id: stream.id.as_str(),
             name: stream.name.as_deref(),
@@ -59,7 +93,7 @@ impl<'a> LiveStreamView<'a> {
             outputs: stream
                 .outputs
                 .iter()
-                .map(|o| OutputView::new(&stream.id, o, config))
+                .map(|o| OutputView::new(&stream.id, o, context))
                 .collect(),
             idle_timeout_sec: stream.idle_timeout_sec,
             max_runtime_sec: stream.max_runtime_sec,
@@ -70,7 +104,7 @@ impl<'a> LiveStreamView<'a> {
 }
 
 impl<'a> OutputView<'a> {
-    pub(crate) fn new(stream_id: &StreamId, output: &'a Output, config: &ApiConfig) -> Self {
+    pub(crate) fn new(stream_id: &StreamId, output: &'a Output, context: ViewContext<'_>) -> Self {
         let mut view = OutputView {
             id: output.id.as_str(),
             name: output.name.as_deref(),
@@ -79,16 +113,22 @@ impl<'a> OutputView<'a> {
             stream_key: None,
             vendor: None,
             public_id: None,
+            relay: None,
             created_at: output.created_at,
             updated_at: output.updated_at,
         };
         match &output.kind {
-            OutputKind::Hls => view.uri = Some(hls_url(stream_id, config)),
+            OutputKind::Hls => view.uri = Some(hls_url(stream_id, context.config)),
             OutputKind::Archive { public_id } => view.public_id = Some(public_id),
             OutputKind::Simulcast(target) => {
                 view.uri = Some(target.uri.clone());
                 view.stream_key = target.stream_key.as_deref();
                 view.vendor = target.vendor.as_deref();
+                let status = context
+                    .relays
+                    .relay_status(&output.id)
+                    .unwrap_or(RelayStatus::IDLE);
+                view.relay = Some(status.into());
             }
         }
         view

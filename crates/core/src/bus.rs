@@ -126,6 +126,7 @@ impl StreamBus {
             resync,
             ended,
             delivered: false,
+            dropped: 0,
         }
     }
 }
@@ -169,9 +170,17 @@ pub struct Subscriber {
     ended: bool,
     /// Whether anything was delivered yet: a first resync is a start, not a break.
     delivered: bool,
+    /// Events this subscriber missed by falling behind, and frames skipped to the next keyframe.
+    dropped: u64,
 }
 
 impl Subscriber {
+    /// Events lost because this subscriber fell behind (overwritten before it read them, or
+    /// skipped while waiting for the next keyframe).
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
     /// The next event; `None` once the stream has ended.
     pub async fn recv(&mut self) -> Option<BusEvent> {
         let event = self.next().await;
@@ -199,6 +208,7 @@ impl Subscriber {
                         "output fell behind the stream; resuming at the next keyframe"
                     );
                     self.resync = true;
+                    self.dropped += missed;
                     continue;
                 }
             };
@@ -214,6 +224,10 @@ impl Subscriber {
                 _ => false,
             };
             if !resumes {
+                // Counted only after a lag: joining mid-GOP is a start, not a loss.
+                if self.delivered && matches!(event, BusEvent::Media(MediaEvent::Frame(_))) {
+                    self.dropped += 1;
+                }
                 continue;
             }
             self.resync = false;
@@ -313,6 +327,8 @@ mod tests {
             last = d;
         }
         assert_eq!(last, CAPACITY as i64 + 9);
+        // Frames 1 to 299: overwritten in the ring, then skipped to the keyframe.
+        assert_eq!(sub.dropped(), 299);
     }
 
     #[tokio::test]

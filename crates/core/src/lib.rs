@@ -14,6 +14,7 @@ pub mod delivery;
 pub mod ids;
 pub mod model;
 pub mod registry;
+pub mod relay;
 pub mod rules;
 pub mod store;
 
@@ -21,8 +22,9 @@ pub use bus::{BusEvent, StreamBus, Subscriber};
 pub use delivery::{HlsSource, SegmentBody};
 pub use ids::{OutputId, StreamId, StreamKey};
 pub use model::{
-    Archive, IdleReason, LiveStream, NewOutput, NewStream, Output, OutputKind, OutputPatch, Status,
-    StreamPatch,
+    Archive, IdleReason, LiveStream, NewOutput, NewStream, Output, OutputKind, OutputPatch, SimulcastTarget,
+    Status, StreamPatch,
 };
 pub use registry::{OutputRunner, PublishRefused, Publisher, Registry, RegistryError};
+pub use relay::{RelayState, RelayStatus, RelayStatusSource};
 pub use store::{Store, StoreError};

@@ -36,6 +36,9 @@ pub trait OutputRunner: Send + Sync + 'static {
     fn stream_idle(&self, stream_id: &StreamId, reason: IdleReason);
     /// The stream was deleted: forget what its outputs still serve (an ended playlist).
     fn stream_deleted(&self, _stream_id: &StreamId) {}
+    /// A simulcast output of an active stream was added, changed or deleted: `stream` holds its
+    /// outputs as they are now.
+    fn outputs_changed(&self, _stream: &LiveStream, _bus: &Arc<StreamBus>) {}
 }
 
 /// Why a request was refused.
@@ -402,6 +405,7 @@ impl Registry {
         };
         self.store.insert_output(id, output.clone()).await?;
         tracing::info!(stream_id = %id, output_id = %output.id, r#type = output_type.as_str(), "output created");
+        self.notify_outputs_changed(&sessions, id).await;
         Ok(output)
     }
 
@@ -475,6 +479,7 @@ impl Registry {
         check_unique_destination(&stream, Some(output_id), &output.kind)?;
         output.updated_at = now_ms().max(output.created_at);
         self.store.update_output(output.clone()).await?;
+        self.notify_outputs_changed(&sessions, id).await;
         Ok(output)
     }
 
@@ -494,7 +499,19 @@ impl Registry {
             return Err(RegistryError::OutputNotFound);
         }
         tracing::info!(stream_id = %id, output_id = %output_id, "output deleted");
+        self.notify_outputs_changed(&sessions, id).await;
         Ok(())
+    }
+
+    /// Lets a live stream's outputs follow a change of its simulcast outputs at once.
+    async fn notify_outputs_changed(&self, sessions: &Sessions<'_>, id: &StreamId) {
+        let Some(bus) = sessions.get(id).map(|s| s.bus.clone()) else {
+            return;
+        };
+        match self.load(sessions, id).await {
+            Ok(stream) => self.runner.outputs_changed(&stream, &bus),
+            Err(e) => tracing::error!(stream_id = %id, "outputs changed but cannot be reloaded: {e}"),
+        }
     }
 
     /// A stream as stored, with its live status.

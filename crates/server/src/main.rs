@@ -118,9 +118,11 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     );
     // Before any stream can go live: what a killed process was recording becomes an asset.
     archives.recover().await;
+    let relays = Arc::new(oxcast_simulcast::Relays::new(&settings.simulcast).map_err(anyhow::Error::msg)?);
     let outputs = outputs::Outputs {
         hls: Arc::clone(&hls),
         archives: Arc::clone(&archives),
+        relays: Arc::clone(&relays),
     };
     let registry = Registry::new(store.clone(), Arc::new(outputs));
 
@@ -155,7 +157,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         },
         shutdown.clone(),
     ));
-    let server = axum::serve(http, oxcast_api::router(Arc::clone(&registry), api, hls))
+    let server = axum::serve(http, oxcast_api::router(Arc::clone(&registry), api, hls, relays))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     tokio::select! {
         served = server => served.context("HTTP server failed")?,

@@ -6,11 +6,13 @@ use std::sync::Arc;
 use oxcast_archive::Archives;
 use oxcast_core::{IdleReason, LiveStream, OutputKind, OutputRunner, StreamBus, StreamId};
 use oxcast_hls::HlsOutputs;
+use oxcast_simulcast::Relays;
 
 /// Runs each active stream's outputs.
 pub(crate) struct Outputs {
     pub(crate) hls: Arc<HlsOutputs>,
     pub(crate) archives: Arc<Archives>,
+    pub(crate) relays: Arc<Relays>,
 }
 
 impl OutputRunner for Outputs {
@@ -26,15 +28,22 @@ impl OutputRunner for Outputs {
                     .start(&stream.id, public_id.clone(), bus.subscribe());
             }
         }
+        self.relays.sync(stream, bus);
+    }
+
+    fn outputs_changed(&self, stream: &LiveStream, bus: &Arc<StreamBus>) {
+        self.relays.sync(stream, bus);
     }
 
     fn stream_deleted(&self, stream_id: &StreamId) {
         self.hls.remove(stream_id);
+        self.relays.stream_deleted(stream_id);
     }
 
     fn stream_idle(&self, stream_id: &StreamId, reason: IdleReason) {
         // The bus has ended: each output finishes on its own (the playlist gets EXT-X-ENDLIST, the
         // recording is finalized).
         tracing::debug!(stream_id = %stream_id, %reason, "stopping outputs");
+        self.relays.stream_idle(stream_id);
     }
 }

@@ -30,6 +30,7 @@ pub(crate) struct Settings {
     pub(crate) storage_dir: PathBuf,
     /// Below this much free space on the storage disk, recorders stop.
     pub(crate) archive_min_free_bytes: u64,
+    pub(crate) simulcast: oxcast_simulcast::SimulcastConfig,
     pub(crate) log_filter: String,
 }
 
@@ -56,6 +57,7 @@ struct Raw {
     http: RawListen,
     hls: RawHls,
     archive: RawArchive,
+    simulcast: RawSimulcast,
     public: RawPublic,
     api: RawApi,
     storage: RawStorage,
@@ -80,6 +82,11 @@ struct RawHls {
 #[derive(Deserialize)]
 struct RawArchive {
     min_free_bytes: u64,
+}
+
+#[derive(Deserialize)]
+struct RawSimulcast {
+    ca_file: String,
 }
 
 #[derive(Deserialize)]
@@ -236,6 +243,11 @@ impl Settings {
             credentials,
             storage_dir: PathBuf::from(raw.storage.dir),
             archive_min_free_bytes: raw.archive.min_free_bytes,
+            simulcast: oxcast_simulcast::SimulcastConfig {
+                ca_file: Some(raw.simulcast.ca_file.trim())
+                    .filter(|f| !f.is_empty())
+                    .map(PathBuf::from),
+            },
             log_filter: raw.log.filter,
         })
     }

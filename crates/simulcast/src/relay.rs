@@ -1,0 +1,315 @@
+//! One relay: a simulcast output of an active stream, publishing to its destination until the
+//! stream ends or the output goes, reconnecting after any failure.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use oxcast_core::{BusEvent, OutputId, RelayState, RelayStatus, StreamBus, StreamId, Subscriber};
+use oxcast_media::MediaEvent;
+use oxcast_rtmp::amf0::Value;
+use oxcast_rtmp::{ClientConfig, ClientSession};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout};
+use tokio_rustls::rustls;
+use tokio_util::sync::CancellationToken;
+
+use crate::destination::Destination;
+use crate::flv;
+
+/// TCP connect, and TLS with it.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// From connected to publishing: handshake, connect, createStream, publish.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+/// A write the destination does not take within this long fails the connection.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const LAST_RETRY: Duration = Duration::from_secs(30);
+
+pub(crate) struct Relay {
+    pub(crate) stream_id: StreamId,
+    pub(crate) output_id: OutputId,
+    pub(crate) destination: Destination,
+    pub(crate) status: Arc<Mutex<RelayStatus>>,
+    /// The output was deleted or changed: close at once.
+    pub(crate) stop: CancellationToken,
+    pub(crate) tls: Arc<rustls::ClientConfig>,
+}
+
+/// How a connection ended.
+enum Outcome {
+    /// The stream ended; the destination was told.
+    Ended,
+    Failed {
+        error: String,
+        was_live: bool,
+    },
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+impl Relay {
+    fn update(&self, f: impl FnOnce(&mut RelayStatus)) {
+        f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+}
+
+/// Relays until the stream ends or the output goes.
+pub(crate) async fn run(relay: Relay, bus: Arc<StreamBus>) {
+    let mut retry = FIRST_RETRY;
+    loop {
+        relay.update(|s| s.state = RelayState::Connecting);
+        // A new subscription per connection: it starts with the configurations and the current
+        // GOP, so the destination starts on a keyframe.
+        let subscriber = bus.subscribe();
+        let outcome = tokio::select! {
+            outcome = publish(&relay, subscriber) => outcome,
+            () = relay.stop.cancelled() => {
+                tracing::info!(stream_id = %relay.stream_id, output_id = %relay.output_id, "simulcast stopped");
+                return;
+            }
+        };
+        let (error, was_live) = match outcome {
+            Outcome::Ended => {
+                relay.update(|s| {
+                    s.state = RelayState::Idle;
+                    s.connected_at = None;
+                });
+                return;
+            }
+            Outcome::Failed { error, was_live } => (error, was_live),
+        };
+        if was_live {
+            retry = FIRST_RETRY;
+        }
+        let pause = jittered(retry);
+        retry = (retry * 2).min(LAST_RETRY);
+        tracing::warn!(stream_id = %relay.stream_id, output_id = %relay.output_id,
+            destination = relay.destination.describe(), retry_in = ?pause, "simulcast failed: {error}");
+        relay.update(|s| {
+            s.state = RelayState::Retrying;
+            s.last_error = Some(error);
+            s.connected_at = None;
+        });
+        // Waits out the pause, unless the stream ends or the output goes meanwhile.
+        let mut watch = bus.subscribe();
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = async { while watch.recv().await.is_some() {} } => {
+                relay.update(|s| s.state = RelayState::Idle);
+                return;
+            }
+            () = relay.stop.cancelled() => return,
+        }
+    }
+}
+
+/// ±25%, so destinations that failed together do not retry together.
+fn jittered(base: Duration) -> Duration {
+    let factor = 0.75 + rand::random::<f64>() * 0.5;
+    base.mul_f64(factor)
+}
+
+/// One connection: connect, publish, relay until the stream ends or something fails.
+async fn publish(relay: &Relay, mut subscriber: Subscriber) -> Outcome {
+    let failed = |error: String| Outcome::Failed {
+        error,
+        was_live: false,
+    };
+    let destination = &relay.destination;
+    let stream = match timeout(CONNECT_TIMEOUT, connect(destination, &relay.tls)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return failed(e),
+        Err(_) => return failed(format!("no connection within {CONNECT_TIMEOUT:?}")),
+    };
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let mut session = ClientSession::new(ClientConfig::new(
+        &destination.app,
+        &destination.tc_url,
+        &destination.key,
+    ));
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut sent = 0u64;
+    let handshake = async {
+        while !session.is_publishing() {
+            sent += flush(&mut session, &mut writer).await?;
+            let n = reader.read(&mut buf).await.map_err(|e| format!("read: {e}"))?;
+            if n == 0 {
+                return Err("the destination closed the connection".to_owned());
+            }
+            session
+                .handle_input(buf.get(..n).unwrap_or_default())
+                .map_err(|e| format!("the destination refused: {e}"))?;
+        }
+        Ok(())
+    };
+    match timeout(PUBLISH_TIMEOUT, handshake).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return failed(e),
+        Err(_) => {
+            return failed(format!(
+                "no answer to the RTMP handshake and publish within {PUBLISH_TIMEOUT:?}"
+            ));
+        }
+    }
+    let connected_at = now_ms();
+    tracing::info!(stream_id = %relay.stream_id, output_id = %relay.output_id,
+        destination = destination.describe(), "simulcast live");
+    relay.update(|s| {
+        s.state = RelayState::Live;
+        s.last_error = None;
+        s.connected_at = Some(connected_at);
+        s.bytes_sent += sent;
+    });
+    let dropped_before = relay.status.lock().map_or(0, |s| s.dropped_frames);
+    let mut timeline = Timeline::default();
+    let mut metadata_sent = false;
+    let live_failed = |error: String| Outcome::Failed {
+        error,
+        was_live: true,
+    };
+    loop {
+        tokio::select! {
+            event = subscriber.recv() => {
+                let Some(event) = event else {
+                    // The stream ended: tell the destination, so it ends the broadcast now.
+                    let _ = session.unpublish();
+                    let _ = flush(&mut session, &mut writer).await;
+                    let _ = writer.shutdown().await;
+                    return Outcome::Ended;
+                };
+                if let Err(e) = send(&mut session, event, &mut timeline, &mut metadata_sent) {
+                    return live_failed(e);
+                }
+                match flush(&mut session, &mut writer).await {
+                    Ok(n) => {
+                        let dropped = dropped_before + subscriber.dropped();
+                        relay.update(|s| {
+                            s.bytes_sent += n;
+                            s.dropped_frames = dropped;
+                        });
+                    }
+                    Err(e) => return live_failed(e),
+                }
+            }
+            read = reader.read(&mut buf) => {
+                let input = match read {
+                    Ok(0) => return live_failed("the destination closed the connection".into()),
+                    Ok(n) => buf.get(..n).unwrap_or_default(),
+                    Err(e) => return live_failed(format!("read: {e}")),
+                };
+                // Acknowledgements, pings, a late refusal.
+                if let Err(e) = session.handle_input(input) {
+                    return live_failed(format!("the destination said: {e}"));
+                }
+                if let Err(e) = flush(&mut session, &mut writer).await {
+                    return live_failed(e);
+                }
+            }
+        }
+    }
+}
+
+async fn connect(destination: &Destination, tls: &Arc<rustls::ClientConfig>) -> Result<Box<dyn Io>, String> {
+    let address = (destination.host.as_str(), destination.port);
+    let tcp = TcpStream::connect(address)
+        .await
+        .map_err(|e| format!("connect {}:{}: {e}", destination.host, destination.port))?;
+    let _ = tcp.set_nodelay(true);
+    if !destination.tls {
+        return Ok(Box::new(tcp));
+    }
+    let name = rustls_pki_types::ServerName::try_from(destination.host.clone())
+        .map_err(|e| format!("TLS server name {:?}: {e}", destination.host))?;
+    let stream = tokio_rustls::TlsConnector::from(Arc::clone(tls))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS with {}: {e}", destination.host))?;
+    Ok(Box::new(stream))
+}
+
+/// Writes what the session has to send; returns the bytes written.
+async fn flush(session: &mut ClientSession, writer: &mut (impl AsyncWrite + Unpin)) -> Result<u64, String> {
+    let mut written = 0u64;
+    let deadline = Instant::now() + WRITE_TIMEOUT;
+    while let Some(bytes) = session.outbound().pop() {
+        match tokio::time::timeout_at(deadline, writer.write_all(&bytes)).await {
+            Ok(Ok(())) => written += bytes.len() as u64,
+            Ok(Err(e)) => return Err(format!("write: {e}")),
+            Err(_) => return Err(format!("the destination took nothing for {WRITE_TIMEOUT:?}")),
+        }
+    }
+    match tokio::time::timeout_at(deadline, writer.flush()).await {
+        Ok(Ok(())) => Ok(written),
+        Ok(Err(e)) => Err(format!("write: {e}")),
+        Err(_) => Err(format!("the destination took nothing for {WRITE_TIMEOUT:?}")),
+    }
+}
+
+/// Destination timestamps: from 0 at the connection's first frame, and onward across a publisher
+/// reconnect (whose clock starts again).
+#[derive(Default)]
+struct Timeline {
+    shift: Option<i64>,
+    last: i64,
+    rebase: bool,
+}
+
+impl Timeline {
+    fn map(&mut self, dts: i64) -> u32 {
+        let shift = match self.shift {
+            Some(shift) if !self.rebase => shift,
+            Some(_) => self.last + 33 - dts,
+            None => -dts,
+        };
+        self.rebase = false;
+        self.shift = Some(shift);
+        let out = (dts + shift).max(self.last);
+        self.last = out;
+        out as u32
+    }
+}
+
+fn send(
+    session: &mut ClientSession,
+    event: BusEvent,
+    timeline: &mut Timeline,
+    metadata_sent: &mut bool,
+) -> Result<(), String> {
+    let sent = match event {
+        BusEvent::Media(MediaEvent::VideoConfig(config)) => {
+            session.send_video(timeline.last as u32, &flv::video_config(&config))
+        }
+        BusEvent::Media(MediaEvent::AudioConfig(config)) => {
+            session.send_audio(timeline.last as u32, &flv::audio_config(&config))
+        }
+        BusEvent::Media(MediaEvent::Frame(frame)) => {
+            if !*metadata_sent {
+                *metadata_sent = true;
+                session
+                    .send_metadata(Value::object([("encoder", Value::string("Oxcast"))]))
+                    .map_err(|e| e.to_string())?;
+            }
+            let timestamp = timeline.map(frame.dts);
+            let tag: Bytes = flv::frame(&frame);
+            match frame.track {
+                oxcast_media::Track::Video => session.send_video(timestamp, &tag),
+                oxcast_media::Track::Audio => session.send_audio(timestamp, &tag),
+            }
+        }
+        BusEvent::Discontinuity => {
+            timeline.rebase = true;
+            Ok(())
+        }
+        BusEvent::End => Ok(()),
+    };
+    sent.map_err(|e| e.to_string())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
