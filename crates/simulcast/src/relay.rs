@@ -266,8 +266,9 @@ impl Timeline {
         };
         self.rebase = false;
         self.shift = Some(shift);
-        let out = (dts + shift).max(self.last);
-        self.last = out;
+        // Audio and video interleave with small steps back between them: kept as they are.
+        let out = (dts + shift).max(0);
+        self.last = self.last.max(out);
         out as u32
     }
 }
@@ -312,4 +313,26 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Timeline;
+
+    #[test]
+    fn timestamps_start_at_zero_and_go_on_across_a_new_publisher() {
+        let mut timeline = Timeline::default();
+        assert_eq!(timeline.map(5000), 0);
+        assert_eq!(timeline.map(5033), 33);
+        assert_eq!(
+            timeline.map(5021),
+            21,
+            "audio a little behind video keeps its time"
+        );
+        assert_eq!(timeline.map(5066), 66);
+        // A new publisher: its clock starts again near zero.
+        timeline.rebase = true;
+        assert_eq!(timeline.map(0), 99);
+        assert_eq!(timeline.map(33), 132);
+    }
 }
