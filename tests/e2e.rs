@@ -17,6 +17,8 @@ mod api;
 mod archive;
 #[path = "e2e/browser.rs"]
 mod browser;
+#[path = "e2e/destination.rs"]
+mod destination;
 #[path = "e2e/durability.rs"]
 mod durability;
 #[path = "e2e/hls.rs"]
@@ -27,5 +29,7 @@ mod ingest;
 mod lifecycle;
 #[path = "e2e/publisher.rs"]
 mod publisher;
+#[path = "e2e/simulcast.rs"]
+mod simulcast;
 #[path = "e2e/startup.rs"]
 mod startup;

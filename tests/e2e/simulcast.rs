@@ -1,0 +1,777 @@
+//! Simulcast: a live stream relayed to other RTMP servers (nginx-rtmp here, recording what it is
+//! sent), checked against what the encoder published, while the API reports each relay's state
+//! and the stream's other outputs carry on whatever a destination does.
+//!
+//! A simulcast output in API responses carries `status` (`idle`, `connecting`, `live`,
+//! `retrying`), `last_error` (omitted when there is none), `connected_at` (ms), `bytes_sent` and
+//! `dropped_frames`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+use crate::destination::{BlackHole, Destination};
+use crate::hls::{fetch_playlist, hls_url, wait_until};
+use crate::publisher::{count_frames, encoder, encoder_with_copy, publish_url, wait_child};
+use crate::support::{Options, Server};
+
+/// Bound on every wait; the tests poll every [`POLL`].
+const LIMIT: Duration = Duration::from_secs(60);
+const POLL: Duration = Duration::from_millis(200);
+/// How soon after it could connect a relay to a working destination must be `live`: generous,
+/// a state change and not a measurement.
+const LIVE_WITHIN: Duration = Duration::from_secs(6);
+/// What a destination may lack against the source: the frames before the first keyframe it was
+/// sent, at most one GOP: 2 s of 30 fps video, and 2 s of 48 kHz AAC (1024 samples a frame).
+const GOP_VIDEO: u64 = 60;
+const GOP_AUDIO: u64 = 94;
+
+const WAITING: [&str; 2] = ["connecting", "retrying"];
+
+fn now_ms() -> u64 {
+    u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()
+}
+
+/// Adds a simulcast output; returns its id.
+fn add_output(server: &Server, id: &str, body: Value) -> String {
+    let reply = server.post(&format!("/live_streams/{id}/outputs"), body.clone());
+    let output = reply.data();
+    assert_eq!(output["type"], "simulcast", "{output}");
+    assert_eq!(output["uri"], body["uri"], "{output}");
+    assert_eq!(output["stream_key"], body["stream_key"], "{output}");
+    output["id"].as_str().unwrap().to_owned()
+}
+
+/// The fields a simulcast output carries, and how they hang together.
+fn check_output(output: &Value) {
+    let status = output["status"].as_str().unwrap_or_else(|| {
+        panic!("a simulcast output carries its status (idle, connecting, live, retrying): {output}")
+    });
+    assert!(
+        ["idle", "connecting", "live", "retrying"].contains(&status),
+        "status {status:?}: {output}"
+    );
+    let object = output.as_object().unwrap();
+    if let Some(error) = object.get("last_error") {
+        assert!(
+            error.as_str().is_some_and(|e| !e.is_empty()),
+            "last_error is a message, or omitted: {output}"
+        );
+    }
+    for counter in ["bytes_sent", "dropped_frames"] {
+        assert!(output[counter].is_u64(), "{counter}: {output}");
+    }
+    if let Some(at) = object.get("connected_at") {
+        let at = at
+            .as_u64()
+            .unwrap_or_else(|| panic!("connected_at in ms: {output}"));
+        assert!(
+            at > 1_700_000_000_000 && at <= now_ms() + 1000,
+            "connected_at is a time in ms: {output}"
+        );
+    }
+    if status == "live" {
+        assert!(object.contains_key("connected_at"), "{output}");
+    }
+}
+
+/// A stream's simulcast outputs by id, as `GET /live_streams/{id}` shows them, each checked.
+fn simulcast_outputs(server: &Server, id: &str) -> HashMap<String, Value> {
+    let stream = server.get(&format!("/live_streams/{id}"));
+    let outputs = stream.data()["outputs"].as_array().unwrap();
+    outputs
+        .iter()
+        .filter(|o| o["type"] == "simulcast")
+        .map(|o| {
+            check_output(o);
+            (o["id"].as_str().unwrap().to_owned(), o.clone())
+        })
+        .collect()
+}
+
+/// The simulcast outputs over time, sampled by [`Watch::poll`].
+struct Watch<'a> {
+    server: &'a Server,
+    id: String,
+    started: Instant,
+    samples: Vec<(Duration, HashMap<String, Value>)>,
+}
+
+impl<'a> Watch<'a> {
+    /// Starts the clock: times are since now (when the publish started).
+    fn new(server: &'a Server, id: &str) -> Self {
+        Watch {
+            server,
+            id: id.to_owned(),
+            started: Instant::now(),
+            samples: Vec::new(),
+        }
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Takes a sample; panics when the watch has gone on for longer than [`LIMIT`].
+    fn poll(&mut self) -> &HashMap<String, Value> {
+        assert!(
+            self.elapsed() < LIMIT,
+            "still watching after {LIMIT:?}: {}",
+            self.history_all()
+        );
+        let outputs = simulcast_outputs(self.server, &self.id);
+        self.samples.push((self.elapsed(), outputs));
+        &self.samples.last().unwrap().1
+    }
+
+    /// The samples of one output, from `from` on.
+    fn of(&self, oid: &str, from: Duration) -> impl Iterator<Item = (Duration, &Value)> {
+        let oid = oid.to_owned();
+        self.samples
+            .iter()
+            .filter(move |(at, _)| *at >= from)
+            .filter_map(move |(at, outputs)| outputs.get(&oid).map(|o| (*at, o)))
+    }
+
+    /// When the output was first seen with `status` at or after `from`.
+    fn first(&self, oid: &str, status: &str, from: Duration) -> Option<(Duration, &Value)> {
+        self.of(oid, from).find(|(_, o)| o["status"] == status)
+    }
+
+    /// One output's states, each change with its time: for failure messages.
+    fn history(&self, oid: &str) -> String {
+        let mut lines = Vec::new();
+        let mut last = None;
+        for (at, o) in self.of(oid, Duration::ZERO) {
+            let state = (o["status"].clone(), o.get("last_error").cloned());
+            if last.as_ref() != Some(&state) {
+                lines.push(format!("{:>6.1}s {o}", at.as_secs_f64()));
+                last = Some(state);
+            }
+        }
+        format!("output {oid}:\n{}", lines.join("\n"))
+    }
+
+    fn history_all(&self) -> String {
+        let ids: std::collections::BTreeSet<&String> =
+            self.samples.iter().flat_map(|(_, o)| o.keys()).collect();
+        ids.iter()
+            .map(|oid| self.history(oid))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Once live, the output stayed live on one connection to the end of the watch, sending more
+    /// and more, and dropped nothing: a destination that received every frame.
+    fn assert_live_throughout(&self, oid: &str) {
+        let (from, first) = self
+            .first(oid, "live", Duration::ZERO)
+            .unwrap_or_else(|| panic!("never live; {}", self.history(oid)));
+        let mut bytes = 0;
+        for (at, o) in self.of(oid, from) {
+            assert_eq!(
+                (&o["status"], &o["connected_at"]),
+                (&first["status"], &first["connected_at"]),
+                "at {at:?}, live on the same connection; {}",
+                self.history(oid)
+            );
+            let sent = o["bytes_sent"].as_u64().unwrap();
+            assert!(sent >= bytes, "bytes_sent never goes back: {o}");
+            bytes = sent;
+            assert_eq!(o["dropped_frames"], 0, "{o}");
+        }
+        assert!(
+            bytes > first["bytes_sent"].as_u64().unwrap(),
+            "bytes_sent grows while live; {}",
+            self.history(oid)
+        );
+    }
+}
+
+/// Samples `watch` every [`POLL`] until the encoder exits (it must succeed), calling `each` after
+/// every sample.
+fn watch_publish(watch: &mut Watch<'_>, ffmpeg: &mut Child, mut each: impl FnMut(&mut Watch<'_>)) {
+    while ffmpeg.try_wait().unwrap().is_none() {
+        watch.poll();
+        each(watch);
+        std::thread::sleep(POLL);
+    }
+    let (ok, err) = wait_child(ffmpeg, LIMIT);
+    assert!(ok, "the encoder published to the end: {err}");
+}
+
+/// Video and audio frames in a set of recordings.
+fn frames_in(files: &[PathBuf]) -> (u64, u64) {
+    files.iter().fold((0, 0), |(v, a), f| {
+        let (video, audio, _) = count_frames(f.to_str().unwrap());
+        (v + video, a + audio)
+    })
+}
+
+/// The destination made one recording, under the stream key it was given, of every published
+/// frame from the first keyframe it was sent: never more than the source, at most one GOP fewer.
+fn assert_recorded_everything(destination: &Destination, key: &str, source: (u64, u64, f64)) {
+    let files = destination.recordings();
+    assert_eq!(
+        files,
+        destination.recordings_of(key),
+        "recorded under the key {key:?} only"
+    );
+    assert_eq!(
+        files.len(),
+        1,
+        "one recording, one connection: {files:?}\n{}",
+        destination.log()
+    );
+    let (video, audio) = frames_in(&files);
+    assert!(
+        video <= source.0 && video + GOP_VIDEO >= source.0,
+        "{key}: {video} video frames recorded of {} published",
+        source.0
+    );
+    assert!(
+        audio <= source.1 && audio + GOP_AUDIO >= source.1,
+        "{key}: {audio} audio frames recorded of {} published",
+        source.1
+    );
+}
+
+fn wait_outputs_idle(server: &Server, id: &str) {
+    wait_until(
+        || {
+            simulcast_outputs(server, id)
+                .values()
+                .all(|o| o["status"] == "idle")
+                .then_some(())
+        },
+        LIMIT,
+    );
+}
+
+/// Total size of some files: a recording that grows while a relay sends to it.
+fn total_size(files: &[PathBuf]) -> u64 {
+    files
+        .iter()
+        .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
+        .sum()
+}
+
+/// (type, pts in seconds) of a recording's first packets.
+fn first_packets(file: &Path) -> Vec<(String, f64)> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "packet=codec_type,pts_time"])
+        .args(["-of", "csv=p=0", "-read_intervals", "%+#200"])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let (kind, pts) = l.split_once(',')?;
+            Some((kind.to_owned(), pts.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// `ffprobe`'s flags for a recording's first video packet (`K` for a keyframe).
+fn first_video_flags(file: &Path) -> String {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v",
+            "-show_entries",
+            "packet=flags",
+        ])
+        .args(["-of", "csv", "-read_intervals", "%+#1"])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Every segment an HLS playlist listed while it was watched.
+#[derive(Default)]
+struct HlsWatch {
+    /// media sequence number → EXTINF
+    segments: BTreeMap<u64, f64>,
+    sequence: u64,
+    discontinuities: Vec<String>,
+    ended: bool,
+}
+
+impl HlsWatch {
+    fn poll(&mut self, url: &str) {
+        let Some(listing) = fetch_playlist(url) else {
+            return;
+        };
+        assert!(
+            listing.sequence >= self.sequence,
+            "EXT-X-MEDIA-SEQUENCE went back from {}: {}",
+            self.sequence,
+            listing.text
+        );
+        self.sequence = listing.sequence;
+        for (n, (duration, _, discontinuity)) in (listing.sequence..).zip(&listing.segments) {
+            if *discontinuity {
+                self.discontinuities.push(listing.text.clone());
+            }
+            let known = *self.segments.entry(n).or_insert(*duration);
+            assert!(
+                (known - duration).abs() < 1e-6,
+                "segment {n} changed duration: {}",
+                listing.text
+            );
+        }
+        self.ended = listing.ended;
+    }
+
+    /// The playlist ran without a break: every media sequence number from the first on, no
+    /// discontinuity, and as much media as was published (a stall or a skip would show as less).
+    fn assert_no_gap(&self, published_sec: f64) {
+        let (first, last) = (
+            *self.segments.keys().next().expect("segments were listed"),
+            *self.segments.keys().last().unwrap(),
+        );
+        assert_eq!(
+            usize::try_from(last - first + 1).unwrap(),
+            self.segments.len(),
+            "media sequence numbers without a hole: {:?}",
+            self.segments.keys().collect::<Vec<_>>()
+        );
+        assert!(
+            self.discontinuities.is_empty(),
+            "no EXT-X-DISCONTINUITY: {}",
+            self.discontinuities[0]
+        );
+        let listed: f64 = self.segments.values().sum();
+        assert!(
+            (listed - published_sec).abs() <= 0.5,
+            "{listed:.3} s of segments for {published_sec:.3} s published"
+        );
+    }
+}
+
+#[test]
+fn two_destinations_receive_every_frame() {
+    let mut a = Destination::start();
+    let mut b = Destination::start();
+    let server = Server::start();
+    let s = server.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 2}));
+    let id = s["id"].as_str().unwrap();
+    let oa = add_output(
+        &server,
+        id,
+        json!({"type": "simulcast", "uri": a.url(), "stream_key": "a"}),
+    );
+    // The other form: the key is the uri's last path segment.
+    let ob = add_output(
+        &server,
+        id,
+        json!({"type": "simulcast", "uri": format!("{}/b", b.url())}),
+    );
+    for (oid, o) in simulcast_outputs(&server, id) {
+        assert_eq!(o["status"], "idle", "{oid} before anything is published: {o}");
+        assert!(o.get("last_error").is_none(), "{o}");
+    }
+
+    let work = tempfile::tempdir().unwrap();
+    let copy = work.path().join("published.flv");
+    let mut ffmpeg = encoder_with_copy(&publish_url(&s), 20, "640x360", 2, &copy);
+    let mut watch = Watch::new(&server, id);
+    let mut listed = false;
+    watch_publish(&mut watch, &mut ffmpeg, |w| {
+        let now = w.samples.last().unwrap().1.clone();
+        if !listed && [&oa, &ob].iter().all(|o| now[o.as_str()]["status"] == "live") {
+            // The outputs' own routes show the same.
+            let list = server.get(&format!("/live_streams/{id}/outputs"));
+            let simulcast: Vec<&Value> = list
+                .data()
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|o| o["type"] == "simulcast")
+                .collect();
+            assert_eq!(simulcast.len(), 2, "{}", list.body);
+            for o in simulcast {
+                check_output(o);
+                assert_eq!(o["status"], "live", "{o}");
+            }
+            let one = server.get(&format!("/live_streams/{id}/outputs/{oa}"));
+            check_output(one.data());
+            assert_eq!(one.data()["status"], "live", "{}", one.body);
+            listed = true;
+        }
+    });
+    assert!(listed, "both outputs went live; {}", watch.history_all());
+    for oid in [&oa, &ob] {
+        watch.assert_live_throughout(oid);
+    }
+    server.wait_status(id, "idle", LIMIT);
+    wait_outputs_idle(&server, id);
+    a.stop();
+    b.stop();
+
+    let source = count_frames(copy.to_str().unwrap());
+    assert!(source.0 >= 590 && source.1 >= 900, "the source: {source:?}");
+    assert_recorded_everything(&a, "a", source);
+    assert_recorded_everything(&b, "b", source);
+}
+
+#[test]
+fn a_destination_that_drops_comes_back_and_the_others_see_no_gap() {
+    let mut a = Destination::start();
+    let mut b = Destination::start();
+    let server = Server::start();
+    let s = server.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 2}));
+    let id = s["id"].as_str().unwrap();
+    let url = hls_url(&s);
+    let oa = add_output(
+        &server,
+        id,
+        json!({"type": "simulcast", "uri": a.url(), "stream_key": "a"}),
+    );
+    let ob = add_output(
+        &server,
+        id,
+        json!({"type": "simulcast", "uri": b.url(), "stream_key": "b"}),
+    );
+
+    let work = tempfile::tempdir().unwrap();
+    let copy = work.path().join("published.flv");
+    let mut ffmpeg = encoder_with_copy(&publish_url(&s), 35, "640x360", 2, &copy);
+    let mut watch = Watch::new(&server, id);
+    let mut hls = HlsWatch::default();
+    // When A went down (stopped) and came back (restarted), on the watch's clock.
+    let mut down: Option<Duration> = None;
+    let mut up: Option<Duration> = None;
+    let mut before_outage = (0, 0);
+    watch_publish(&mut watch, &mut ffmpeg, |w| {
+        hls.poll(&url);
+        let t = w.elapsed();
+        if down.is_none() && t >= Duration::from_secs(8) {
+            assert!(
+                w.first(&oa, "live", Duration::ZERO).is_some(),
+                "A is live before its outage; {}",
+                w.history(&oa)
+            );
+            a.stop();
+            down = Some(w.elapsed());
+            before_outage = frames_in(&a.recordings_of("a"));
+        }
+        if let Some(at) = down
+            && up.is_none()
+            && w.elapsed() >= at + Duration::from_secs(10)
+        {
+            a.restart();
+            up = Some(w.elapsed());
+        }
+    });
+    let (down, up) = (down.unwrap(), up.expect("A was restarted during the publish"));
+
+    // A: retrying with the reason while it was down, live again (a new connection) after.
+    let (_, first_live) = watch.first(&oa, "live", Duration::ZERO).unwrap();
+    let retrying = watch
+        .of(&oa, down)
+        .take_while(|(at, _)| *at <= up)
+        .find(|(_, o)| o["status"] == "retrying");
+    let (_, retrying) = retrying.unwrap_or_else(|| panic!("A retrying while down; {}", watch.history(&oa)));
+    assert!(
+        retrying.get("last_error").is_some(),
+        "retrying says why: {retrying}"
+    );
+    let (_, again) = watch
+        .first(&oa, "live", up)
+        .unwrap_or_else(|| panic!("A live again after it came back; {}", watch.history(&oa)));
+    assert!(
+        again["connected_at"].as_u64() > first_live["connected_at"].as_u64(),
+        "a new connection: {first_live} then {again}"
+    );
+    // B: never disturbed.
+    watch.assert_live_throughout(&ob);
+
+    server.wait_status(id, "idle", LIMIT);
+    wait_until(
+        || {
+            hls.poll(&url);
+            hls.ended.then_some(())
+        },
+        LIMIT,
+    );
+    wait_outputs_idle(&server, id);
+    a.stop();
+    b.stop();
+
+    let source = count_frames(copy.to_str().unwrap());
+    assert!(source.0 >= 1040, "the source: {source:?}");
+    assert_recorded_everything(&b, "b", source);
+    hls.assert_no_gap(source.2);
+
+    // A holds what it was sent before the outage and after it (in a new file or appended).
+    let files = a.recordings();
+    assert_eq!(files, a.recordings_of("a"), "recorded under the key a only");
+    let total = frames_in(&files);
+    assert!(
+        before_outage.0 >= GOP_VIDEO,
+        "A recorded before its outage: {before_outage:?}"
+    );
+    assert!(
+        total.0 >= before_outage.0 + GOP_VIDEO,
+        "A recorded after its outage: {total:?} in all, {before_outage:?} before"
+    );
+    assert!(
+        total.0 <= source.0 && total.1 <= source.1,
+        "A recorded no more than was published: {total:?} of {source:?}"
+    );
+}
+
+#[test]
+fn a_destination_that_never_answers_delays_nobody() {
+    let hole = BlackHole::start();
+    let mut nginx = Destination::start();
+    let server = Server::start();
+    // Long enough after the publish for a relay's connect or handshake timeout to show.
+    let s = server.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 8}));
+    let id = s["id"].as_str().unwrap();
+    let o_hole = add_output(
+        &server,
+        id,
+        json!({"type": "simulcast", "uri": hole.url(), "stream_key": "void"}),
+    );
+    let o_nginx = add_output(
+        &server,
+        id,
+        json!({"type": "simulcast", "uri": nginx.url(), "stream_key": "c"}),
+    );
+
+    let work = tempfile::tempdir().unwrap();
+    let copy = work.path().join("published.flv");
+    let mut ffmpeg = encoder_with_copy(&publish_url(&s), 15, "640x360", 2, &copy);
+    let mut watch = Watch::new(&server, id);
+    watch_publish(&mut watch, &mut ffmpeg, |w| {
+        if w.first(&o_nginx, "live", Duration::ZERO).is_none() {
+            assert!(
+                w.elapsed() < LIVE_WITHIN,
+                "the nginx output is live within {LIVE_WITHIN:?} of the publish; {}",
+                w.history_all()
+            );
+        }
+    });
+    watch.assert_live_throughout(&o_nginx);
+    // The black hole's output says what is wrong, at the latest before the stream goes idle.
+    while watch
+        .of(&o_hole, Duration::ZERO)
+        .all(|(_, o)| o.get("last_error").is_none())
+    {
+        let sample = watch.poll().clone();
+        if server.status(id) == "idle" {
+            break;
+        }
+        assert!(sample.contains_key(&o_hole));
+        std::thread::sleep(POLL);
+    }
+    for (at, o) in watch.of(&o_hole, Duration::ZERO) {
+        assert_ne!(
+            o["status"], "live",
+            "at {at:?}, a destination that never answers is not live"
+        );
+    }
+    let (_, reported) = watch
+        .of(&o_hole, Duration::ZERO)
+        .find(|(_, o)| o.get("last_error").is_some())
+        .unwrap_or_else(|| {
+            panic!(
+                "the black hole's output shows a last_error; {}",
+                watch.history(&o_hole)
+            )
+        });
+    assert!(
+        WAITING.contains(&reported["status"].as_str().unwrap()),
+        "connecting or retrying: {reported}"
+    );
+    assert!(hole.accepted() >= 1, "the relay did try the black hole");
+
+    server.wait_status(id, "idle", LIMIT);
+    wait_outputs_idle(&server, id);
+    nginx.stop();
+    let source = count_frames(copy.to_str().unwrap());
+    assert!(source.0 >= 440, "the source: {source:?}");
+    assert_recorded_everything(&nginx, "c", source);
+}
+
+#[test]
+fn rtmps_reaches_a_tls_destination() {
+    let mut nginx = Destination::start_tls();
+    // The setting `simulcast.ca_file`: a PEM file of certificates the relay trusts for `rtmps://`
+    // destinations, besides the system's roots.
+    let ca = nginx.ca_file().display().to_string();
+    let server = Server::start_with(Options {
+        env: vec![("OXCAST__SIMULCAST__CA_FILE".to_owned(), ca)],
+        args: Vec::new(),
+    });
+    let s = server.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 2}));
+    let id = s["id"].as_str().unwrap();
+    let oid = add_output(
+        &server,
+        id,
+        json!({"type": "simulcast", "uri": nginx.tls_url(), "stream_key": "s"}),
+    );
+    let work = tempfile::tempdir().unwrap();
+    let copy = work.path().join("published.flv");
+    let mut ffmpeg = encoder_with_copy(&publish_url(&s), 10, "640x360", 2, &copy);
+    let mut watch = Watch::new(&server, id);
+    watch_publish(&mut watch, &mut ffmpeg, |_| {});
+    watch.assert_live_throughout(&oid);
+    server.wait_status(id, "idle", LIMIT);
+    wait_outputs_idle(&server, id);
+
+    // Without that CA the certificate is not trusted: the relay does not publish, and says why.
+    let untrusting = Server::start();
+    let s = untrusting.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 4}));
+    let id = s["id"].as_str().unwrap();
+    let refused = add_output(
+        &untrusting,
+        id,
+        json!({"type": "simulcast", "uri": nginx.tls_url(), "stream_key": "untrusted"}),
+    );
+    let mut ffmpeg = encoder(&publish_url(&s), 8, "320x240", 2, "va");
+    let mut watch = Watch::new(&untrusting, id);
+    watch_publish(&mut watch, &mut ffmpeg, |_| {});
+    for (at, o) in watch.of(&refused, Duration::ZERO) {
+        assert_ne!(o["status"], "live", "at {at:?}: an untrusted certificate");
+    }
+    assert!(
+        watch
+            .of(&refused, Duration::ZERO)
+            .any(|(_, o)| o.get("last_error").is_some()),
+        "an untrusted certificate shows as last_error; {}",
+        watch.history(&refused)
+    );
+    untrusting.wait_status(id, "idle", LIMIT);
+
+    nginx.stop();
+    assert!(nginx.recordings_of("untrusted").is_empty());
+    let source = count_frames(copy.to_str().unwrap());
+    assert!(source.0 >= 290, "the source: {source:?}");
+    assert_recorded_everything(&nginx, "s", source);
+}
+
+#[test]
+fn simulcast_outputs_can_be_added_and_deleted_while_live() {
+    let mut a = Destination::start();
+    let mut b = Destination::start();
+    let server = Server::start();
+    let s = server.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 2}));
+    let id = s["id"].as_str().unwrap();
+    let ob = add_output(
+        &server,
+        id,
+        json!({"type": "simulcast", "uri": b.url(), "stream_key": "b"}),
+    );
+
+    let work = tempfile::tempdir().unwrap();
+    let copy = work.path().join("published.flv");
+    let mut ffmpeg = encoder_with_copy(&publish_url(&s), 30, "640x360", 2, &copy);
+    let mut watch = Watch::new(&server, id);
+    let mut oa: Option<(String, Duration)> = None;
+    let mut deleted = false;
+    while ffmpeg.try_wait().unwrap().is_none() {
+        watch.poll();
+        let t = watch.elapsed();
+        if oa.is_none() && t >= Duration::from_secs(5) {
+            assert_eq!(server.status(id), "active");
+            let oid = add_output(
+                &server,
+                id,
+                json!({"type": "simulcast", "uri": a.url(), "stream_key": "a"}),
+            );
+            oa = Some((oid, watch.elapsed()));
+        }
+        if let Some((oid, added)) = &oa
+            && !deleted
+        {
+            let live = watch.first(oid, "live", *added).is_some();
+            assert!(
+                live || t < *added + LIVE_WITHIN,
+                "an output added while live is live within {LIVE_WITHIN:?}; {}",
+                watch.history(oid)
+            );
+            if live && t >= Duration::from_secs(15) {
+                let growing = total_size(&a.recordings_of("a"));
+                assert!(growing > 0, "A recorded while its output was live");
+                server
+                    .delete(&format!("/live_streams/{id}/outputs/{oid}"))
+                    .assert_ok_message();
+                server
+                    .get(&format!("/live_streams/{id}/outputs/{oid}"))
+                    .assert_error(404, "live stream output not found");
+                assert!(!watch.poll().contains_key(oid), "deleted outputs are not listed");
+                // Deleted takes effect at once: A's recording stops growing while the publish goes on.
+                let deadline = Instant::now() + LIMIT;
+                loop {
+                    let before = total_size(&a.recordings_of("a"));
+                    std::thread::sleep(Duration::from_secs(3));
+                    if total_size(&a.recordings_of("a")) == before {
+                        break;
+                    }
+                    assert!(Instant::now() < deadline, "A's recording still grows");
+                }
+                assert!(
+                    ffmpeg.try_wait().unwrap().is_none(),
+                    "A's recording stopped growing before the publish ended, not with it"
+                );
+                deleted = true;
+            }
+        }
+        std::thread::sleep(POLL);
+    }
+    let (ok, err) = wait_child(&mut ffmpeg, LIMIT);
+    assert!(ok, "{err}");
+    assert!(
+        deleted,
+        "A was added, went live and was deleted during the publish"
+    );
+    watch.assert_live_throughout(&ob);
+    server.wait_status(id, "idle", LIMIT);
+    wait_outputs_idle(&server, id);
+    a.stop();
+    b.stop();
+
+    let source = count_frames(copy.to_str().unwrap());
+    assert!(source.0 >= 890, "the source: {source:?}");
+    assert_recorded_everything(&b, "b", source);
+
+    // A started on a keyframe. nginx-rtmp records video only from a keyframe whatever it is
+    // sent, so the first video packet's flag alone cannot tell; but it records audio at once, so
+    // a relay that started mid-GOP shows as audio ahead of the first video frame.
+    let files = a.recordings();
+    assert_eq!(files, a.recordings_of("a"), "recorded under the key a only");
+    assert_eq!(files.len(), 1, "{files:?}");
+    let flags = first_video_flags(&files[0]);
+    assert!(flags.starts_with("packet,K"), "first video packet: {flags:?}");
+    let packets = first_packets(&files[0]);
+    let first = |kind: &str| {
+        packets
+            .iter()
+            .find(|(k, _)| k == kind)
+            .map(|(_, pts)| *pts)
+            .unwrap_or_else(|| panic!("no {kind} in {packets:?}"))
+    };
+    assert!(
+        first("audio") >= first("video") - 0.5,
+        "audio starts with the keyframe, not ahead of it: {packets:?}"
+    );
+    let (video, _) = frames_in(&files);
+    assert!(
+        video >= GOP_VIDEO && video < source.0,
+        "A has part of the stream: {video} of {}",
+        source.0
+    );
+}
