@@ -4,6 +4,7 @@
 # Usage:
 #   benches/compare-nginx.sh          # 16 publishers; with 16 readers, then with none; 2 rounds each
 #   PUBLISHERS=4 READERS=0 ROUND_SECONDS=20 ROUNDS=1 benches/compare-nginx.sh
+#   READERS=0 ARCHIVE=on benches/compare-nginx.sh   # both servers also record every stream
 #
 # What it does:
 #   1. Builds `oxcast` and `oxcast-load` in release mode (CARGO_TARGET_DIR is honoured; default
@@ -12,8 +13,14 @@
 #      with ffmpeg, cached as target/oxcast-bench/src-720p30-3M-10s.flv.
 #   3. Starts Oxcast (temporary data dir, free loopback ports, OXCAST__* variables) and creates
 #      PUBLISHERS streams through its admin API; starts nginx-rtmp (`hls on`, hls_fragment 2s,
-#      hls_playlist_length 12s = Oxcast's 6 x 2 s window, `record off`) with an nginx `http` server
-#      on the HLS directory so readers follow it too.
+#      hls_playlist_length 12s = Oxcast's 6 x 2 s window) with an nginx `http` server on the HLS
+#      directory so readers follow it too. Recording follows ARCHIVE: `off` (the default) deletes
+#      the `archive` output every new Oxcast stream gets and gives nginx `record off`, so both
+#      only package HLS; `on` keeps the archive output (fragmented MP4, synced every ~1 s,
+#      finalized into an MP4 when the stream goes idle) and gives nginx `record all; record_unique
+#      on;` (one FLV per publish). With ARCHIVE=on an Oxcast round ends once its recordings are
+#      finalized (no `.mp4.part` left; a few seconds after the load, idle_timeout_sec is 2), so
+#      finalizing is counted in Oxcast's CPU; nginx's FLV is complete when the publisher leaves.
 #   4. Runs the same load (`oxcast-load`: PUBLISHERS real-time publishers replaying the file,
 #      READERS HLS readers polling each playlist every POLL_MS ms and fetching every new segment)
 #      against each server in alternating rounds, Oxcast first: A B A B for ROUNDS=2. READERS may
@@ -24,7 +31,8 @@
 #      the CPU ratio, the harness's own report (errors, segment latency p50/p99) and a JSON summary.
 #
 # Settings (environment): PUBLISHERS (16), READERS ("16 0"), POLL_MS (2), ROUND_SECONDS (45),
-# ROUNDS (2), PAUSE_SECONDS between rounds (5), KEEP=1 keeps the work directory.
+# ROUNDS (2), PAUSE_SECONDS between rounds (5), ARCHIVE (off; on = both servers record, see 3.),
+# KEEP=1 keeps the work directory.
 # Needs: cargo, ffmpeg, nginx with libnginx-mod-rtmp (Debian: `apt-get install ffmpeg nginx
 # libnginx-mod-rtmp`), curl, jq. Loopback only. Exits non-zero if a round reports errors.
 # Takes about phases * ROUNDS * 2 * (ROUND_SECONDS + PAUSE_SECONDS + ~1) s after the build: ~7 min by
@@ -38,6 +46,7 @@ POLL_MS=${POLL_MS:-2}
 ROUND_SECONDS=${ROUND_SECONDS:-45}
 ROUNDS=${ROUNDS:-2}
 PAUSE_SECONDS=${PAUSE_SECONDS:-5}
+ARCHIVE=${ARCHIVE:-off}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 NGINX_MODULE=/usr/lib/nginx/modules/ngx_rtmp_module.so
 
@@ -45,6 +54,7 @@ die() { echo "compare-nginx: $*" >&2; exit 2; }
 for tool in cargo ffmpeg nginx curl jq; do
     command -v "$tool" >/dev/null || die "$tool not found (Debian: apt-get install ffmpeg nginx libnginx-mod-rtmp curl jq)"
 done
+case "$ARCHIVE" in on | off) ;; *) die "ARCHIVE must be on or off, not '$ARCHIVE'" ;; esac
 [ -f "$NGINX_MODULE" ] || die "$NGINX_MODULE missing (Debian: apt-get install libnginx-mod-rtmp)"
 
 echo "== building release binaries (target dir $TARGET_DIR)"
@@ -139,9 +149,20 @@ for _ in $(seq 1 "$PUBLISHERS"); do
     # A short idle timeout so a stream is idle again before its next round.
     stream=$(curl -fsS -u "$AUTH" -H 'Content-Type: application/json' \
         -d '{"input":{"type":"rtmp"},"idle_timeout_sec":2}' "$API/live_streams")
+    id=$(jq -r .data.id <<<"$stream")
     OX_KEYS="$OX_KEYS${OX_KEYS:+,}$(jq -r .data.input.stream_key <<<"$stream")"
-    OX_IDS="$OX_IDS${OX_IDS:+,}$(jq -r .data.id <<<"$stream")"
+    OX_IDS="$OX_IDS${OX_IDS:+,}$id"
+    # Every new stream records (its `default archive` output); ARCHIVE=off removes that output,
+    # which is allowed while the stream is idle.
+    archive_outputs=$(curl -fsS -u "$AUTH" "$API/live_streams/$id" | jq -r '.data.outputs[] | select(.type == "archive") | .id')
+    [ -n "$archive_outputs" ] || die "stream $id has no archive output"
+    if [ "$ARCHIVE" = off ]; then
+        for output in $archive_outputs; do
+            curl -fsS -o /dev/null -u "$AUTH" -X DELETE "$API/live_streams/$id/outputs/$output"
+        done
+    fi
 done
+OX_ARCHIVE_PARTS=$WORK/oxcast/data/archive/recording
 OX_ARGS=(--rtmp "rtmp://127.0.0.1:$OX_RTMP/streams" --keys "$OX_KEYS" --ids "$OX_IDS"
     --hls-url-template "http://127.0.0.1:$OX_HTTP/local/video/live/live_stream_{id}_hls.m3u8")
 
@@ -149,14 +170,19 @@ OX_ARGS=(--rtmp "rtmp://127.0.0.1:$OX_RTMP/streams" --keys "$OX_KEYS" --ids "$OX
 NGX_RTMP=$(free_port)
 NGX_HTTP=$(free_port)
 NGX=$WORK/nginx
-mkdir -p "$NGX/hls"
-chmod 0777 "$NGX" "$NGX/hls" # the worker runs as nobody
+mkdir -p "$NGX/hls" "$NGX/rec"
+chmod 0777 "$NGX" "$NGX/hls" "$NGX/rec" # the worker runs as nobody
+if [ "$ARCHIVE" = on ]; then
+    NGX_RECORD="record all; record_path $NGX/rec; record_unique on;"
+else
+    NGX_RECORD="record off;"
+fi
 cat >"$NGX/nginx.conf" <<EOF
 load_module $NGINX_MODULE;
 daemon off; worker_processes 1; pid $NGX/nginx.pid; error_log $NGX/error.log warn;
 events { worker_connections 1024; }
 rtmp { server { listen 127.0.0.1:$NGX_RTMP; chunk_size 4096;
-  application streams { live on; record off;
+  application streams { live on; $NGX_RECORD
     hls on; hls_path $NGX/hls; hls_fragment 2s; hls_playlist_length 12s; } } }
 http {
   access_log off;
@@ -190,7 +216,7 @@ NGX_ARGS=(--rtmp "rtmp://127.0.0.1:$NGX_RTMP/streams" --key-prefix k --publisher
     --hls-url-template "http://127.0.0.1:$NGX_HTTP/hls/{key}.m3u8")
 
 echo "== Oxcast pid $OX_PID (rtmp $OX_RTMP, http $OX_HTTP); nginx master $NGX_PID, children $NGX_CHILDREN(worker $NGX_WORKERS) (rtmp $NGX_RTMP, http $NGX_HTTP)"
-echo "== load: $PUBLISHERS publishers of $FLV, $READERS readers polling every $POLL_MS ms, $ROUNDS x 2 rounds of ${ROUND_SECONDS} s"
+echo "== load: $PUBLISHERS publishers of $FLV, $READERS readers polling every $POLL_MS ms, $ROUNDS x 2 rounds of ${ROUND_SECONDS} s, archive $ARCHIVE"
 OX_RSS0=$(rss_kib "$OX_PID")
 NGX_RSS0=$(rss_kib "$NGX_PID" $NGX_WORKERS)
 
@@ -210,6 +236,19 @@ round() { # NAME ROUND READERS
     t0=$(date +%s.%N)
     "$LOAD" "${args[@]}" --flv "$FLV" --duration "$ROUND_SECONDS" --readers "$readers" \
         --poll-ms "$POLL_MS" --label "$name round $n" --json "$json" | sed "s/^/  [$name $n] /" || status=$?
+    if [ "$name" = oxcast ] && [ "$ARCHIVE" = on ]; then
+        # The round ends when the recordings are finalized (the streams go idle after 2 s).
+        local tl cl waited=0
+        tl=$(date +%s.%N)
+        cl=$(cpu_ticks "${pids[@]}")
+        while compgen -G "$OX_ARCHIVE_PARTS/*.mp4.part" >/dev/null; do
+            if [ "$waited" -ge 600 ]; then
+                failed=1; echo "  [$name $n] recordings not finalized 60 s after the load"; break
+            fi
+            sleep 0.1; waited=$((waited + 1))
+        done
+        echo "  [$name $n] recordings finalized $(awk -v a="$tl" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s after the load ended; Oxcast CPU in that time $(awk -v a="$cl" -v b="$(cpu_ticks "${pids[@]}")" -v hz="$HZ" 'BEGIN { printf "%.2f", (b - a) / hz }') s"
+    fi
     t1=$(date +%s.%N)
     c1=$(cpu_ticks "${pids[@]}")
     rss=$(rss_kib "${rss_pids[@]}")
@@ -234,7 +273,7 @@ done
 
 BITRATE=$(jq -r '.source.bitrate_bps / 1e6 | . * 100 | round / 100' "$(ls "$WORK"/oxcast-*-1.json | head -1)")
 echo
-echo "== results: $PUBLISHERS publishers x $BITRATE Mbit/s, readers polling every $POLL_MS ms, ${ROUND_SECONDS} s rounds, $(nproc) CPUs"
+echo "== results: $PUBLISHERS publishers x $BITRATE Mbit/s, readers polling every $POLL_MS ms, ${ROUND_SECONDS} s rounds, $(nproc) CPUs, archive $ARCHIVE"
 printf '%7s %-7s %5s %8s %8s %9s %9s %9s %6s\n' readers server round cpu_s wall_s rss_MiB p50_ms p99_ms errors
 while IFS=$'\t' read -r readers name n cpu wall rss p50 p99 errors; do
     printf '%7s %-7s %5s %8s %8s %9.1f %9s %9s %6s\n' "$readers" "$name" "$n" "$cpu" "$wall" \
@@ -244,9 +283,15 @@ echo
 for readers in $READERS; do
     OX_CPU=$(awk -F'\t' -v r="$readers" '$1 == r && $2 == "oxcast" { s += $4 } END { printf "%.2f", s }' "$RESULTS")
     NGX_CPU=$(awk -F'\t' -v r="$readers" '$1 == r && $2 == "nginx" { s += $4 } END { printf "%.2f", s }' "$RESULTS")
-    echo "$readers readers: CPU seconds over all rounds: oxcast $OX_CPU, nginx-rtmp $NGX_CPU; ratio oxcast/nginx = $(awk -v a="$OX_CPU" -v b="$NGX_CPU" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "-" }')"
+    echo "$readers readers, archive $ARCHIVE: CPU seconds over all rounds: oxcast $OX_CPU, nginx-rtmp $NGX_CPU; ratio oxcast/nginx = $(awk -v a="$OX_CPU" -v b="$NGX_CPU" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "-" }')"
 done
 echo "RSS before the first round: oxcast $((OX_RSS0 / 1024)) MiB, nginx $((NGX_RSS0 / 1024)) MiB; peak (VmHWM): oxcast $(( $(hwm_kib "$OX_PID") / 1024 )) MiB, nginx $(( $(hwm_kib "$NGX_PID" $NGX_WORKERS) / 1024 )) MiB"
+if [ "$ARCHIVE" = on ]; then
+    files() { # DIR NAME-PATTERN: "count, MiB" of the files under DIR
+        find "$1" -type f -name "$2" -printf '%s\n' | awk '{ n++; s += $1 } END { printf "%d files, %.1f MiB", n, s / 1048576 }'
+    }
+    echo "Recordings: oxcast finalized $(files "$WORK/oxcast/data/archive" '*.mp4'), unfinished $(files "$OX_ARCHIVE_PARTS" '*.mp4.part'); nginx $(files "$NGX/rec" '*')"
+fi
 if grep -qiE 'error|panic' "$WORK/oxcast/log"; then
     echo "Oxcast logged errors:"; grep -iE 'error|panic' "$WORK/oxcast/log" | head -5
 fi
