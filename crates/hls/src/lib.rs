@@ -104,14 +104,18 @@ impl HlsOutputs {
         let stream_id = stream_id.clone();
         let (playlists, keep) = (Arc::clone(&self.playlists), self.config.keep_after_end);
         tokio::spawn(async move {
-            package(stream_id.clone(), subscriber, playlist.clone(), spill, target_ms).await;
+            // Weak: a playlist replaced by the stream's next session must not be held (with its
+            // segments) until this timer ends. The allocation it points to stays reserved, so the
+            // comparison below cannot match a newer playlist at a reused address.
+            let ended = Arc::downgrade(&playlist);
+            package(stream_id.clone(), subscriber, playlist, spill, target_ms).await;
             // The ended playlist stays for players finishing it, then goes, unless the stream went
             // live again meanwhile (a new playlist took its place).
             tokio::time::sleep(keep).await;
             let mut playlists = lock(&playlists);
             if playlists
                 .get(&stream_id)
-                .is_some_and(|p| Arc::ptr_eq(p, &playlist))
+                .is_some_and(|p| std::ptr::eq(Arc::as_ptr(p), ended.as_ptr()))
             {
                 playlists.remove(&stream_id);
                 drop(playlists);
