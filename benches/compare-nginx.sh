@@ -5,6 +5,7 @@
 #   benches/compare-nginx.sh          # 16 publishers; with 16 readers, then with none; 2 rounds each
 #   PUBLISHERS=4 READERS=0 ROUND_SECONDS=20 ROUNDS=1 benches/compare-nginx.sh
 #   READERS=0 ARCHIVE=on benches/compare-nginx.sh   # both servers also record every stream
+#   READERS=0 DESTINATIONS=2 benches/compare-nginx.sh   # both servers also relay every stream twice
 #
 # What it does:
 #   1. Builds `oxcast` and `oxcast-load` in release mode (CARGO_TARGET_DIR is honoured; default
@@ -21,6 +22,12 @@
 #      on;` (one FLV per publish). With ARCHIVE=on an Oxcast round ends once its recordings are
 #      finalized (no `.mp4.part` left; a few seconds after the load, idle_timeout_sec is 2), so
 #      finalizing is counted in Oxcast's CPU; nginx's FLV is complete when the publisher leaves.
+#      DESTINATIONS=N (> 0) also starts a third nginx-rtmp, the sink (applications relay1 ..
+#      relayN, `live on; record off;`, no HLS; its CPU is counted for neither server), gives every
+#      Oxcast stream N simulcast outputs rtmp://127.0.0.1:SINK/relayD with the stream's id as key,
+#      and gives nginx-rtmp under test `push rtmp://127.0.0.1:SINK/relayD;` for D in 1..N (each
+#      published stream pushed under its own name). Mid-round the script counts the sink's
+#      established connections (expected PUBLISHERS x N) and prints it.
 #   4. Runs the same load (`oxcast-load`: PUBLISHERS real-time publishers replaying the file,
 #      READERS HLS readers polling each playlist every POLL_MS ms and fetching every new segment)
 #      against each server in alternating rounds, Oxcast first: A B A B for ROUNDS=2. READERS may
@@ -32,6 +39,7 @@
 #
 # Settings (environment): PUBLISHERS (16), READERS ("16 0"), POLL_MS (2), ROUND_SECONDS (45),
 # ROUNDS (2), PAUSE_SECONDS between rounds (5), ARCHIVE (off; on = both servers record, see 3.),
+# DESTINATIONS (0; 0..8 = simulcast outputs / nginx `push` targets per stream, see 3.),
 # KEEP=1 keeps the work directory.
 # Needs: cargo, ffmpeg, nginx with libnginx-mod-rtmp (Debian: `apt-get install ffmpeg nginx
 # libnginx-mod-rtmp`), curl, jq. Loopback only. Exits non-zero if a round reports errors.
@@ -47,6 +55,7 @@ ROUND_SECONDS=${ROUND_SECONDS:-45}
 ROUNDS=${ROUNDS:-2}
 PAUSE_SECONDS=${PAUSE_SECONDS:-5}
 ARCHIVE=${ARCHIVE:-off}
+DESTINATIONS=${DESTINATIONS:-0}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 NGINX_MODULE=/usr/lib/nginx/modules/ngx_rtmp_module.so
 
@@ -55,6 +64,7 @@ for tool in cargo ffmpeg nginx curl jq; do
     command -v "$tool" >/dev/null || die "$tool not found (Debian: apt-get install ffmpeg nginx libnginx-mod-rtmp curl jq)"
 done
 case "$ARCHIVE" in on | off) ;; *) die "ARCHIVE must be on or off, not '$ARCHIVE'" ;; esac
+case "$DESTINATIONS" in [0-8]) ;; *) die "DESTINATIONS must be 0..8, not '$DESTINATIONS'" ;; esac
 [ -f "$NGINX_MODULE" ] || die "$NGINX_MODULE missing (Debian: apt-get install libnginx-mod-rtmp)"
 
 echo "== building release binaries (target dir $TARGET_DIR)"
@@ -78,9 +88,11 @@ WORK=$(mktemp -d /tmp/oxcast-compare.XXXXXX)
 chmod 0755 "$WORK"
 OX_PID=""
 NGX_PID=""
+SINK_PID=""
 cleanup() {
     [ -n "$OX_PID" ] && kill -TERM "$OX_PID" 2>/dev/null && wait "$OX_PID" 2>/dev/null
     [ -n "$NGX_PID" ] && kill -QUIT "$NGX_PID" 2>/dev/null && wait "$NGX_PID" 2>/dev/null
+    [ -n "$SINK_PID" ] && kill -QUIT "$SINK_PID" 2>/dev/null && wait "$SINK_PID" 2>/dev/null
     if [ "${KEEP:-0}" = 1 ]; then echo "work directory kept: $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -131,6 +143,36 @@ rss_kib() { status_kib VmRSS "$@"; }
 hwm_kib() { status_kib VmHWM "$@"; }
 HZ=$(getconf CLK_TCK)
 
+# ---- the sink: a third nginx-rtmp that receives the relays (DESTINATIONS > 0); its CPU is not
+# counted for either server.
+SINK_RTMP=""
+if [ "$DESTINATIONS" -gt 0 ]; then
+    SINK_RTMP=$(free_port)
+    SINK=$WORK/sink
+    mkdir -p "$SINK"
+    chmod 0777 "$SINK"
+    SINK_APPS=""
+    for d in $(seq 1 "$DESTINATIONS"); do
+        SINK_APPS="$SINK_APPS  application relay$d { live on; record off; }
+"
+    done
+    cat >"$SINK/nginx.conf" <<EOF
+load_module $NGINX_MODULE;
+daemon off; worker_processes 1; pid $SINK/nginx.pid; error_log $SINK/error.log warn;
+events { worker_connections 1024; }
+rtmp { server { listen 127.0.0.1:$SINK_RTMP; chunk_size 4096;
+$SINK_APPS} }
+EOF
+    nginx -p "$SINK" -c "$SINK/nginx.conf" 2>>"$SINK/stderr" </dev/null &
+    SINK_PID=$!
+    for _ in $(seq 1 100); do
+        ss -Hltn "sport = :$SINK_RTMP" | grep -q . && break
+        sleep 0.05
+    done
+    ss -Hltn "sport = :$SINK_RTMP" | grep -q . || die "sink nginx did not start: $(cat "$SINK/error.log" "$SINK/stderr" 2>/dev/null)"
+fi
+sink_connections() { ss -Htn state established "sport = :$SINK_RTMP" | wc -l; }
+
 # ---- Oxcast
 OX_HTTP=$(free_port)
 OX_RTMP=$(free_port)
@@ -161,6 +203,11 @@ for _ in $(seq 1 "$PUBLISHERS"); do
             curl -fsS -o /dev/null -u "$AUTH" -X DELETE "$API/live_streams/$id/outputs/$output"
         done
     fi
+    for d in $(seq 1 "$DESTINATIONS"); do
+        curl -fsS -o /dev/null -u "$AUTH" -H 'Content-Type: application/json' \
+            -d "{\"type\":\"simulcast\",\"uri\":\"rtmp://127.0.0.1:$SINK_RTMP/relay$d\",\"stream_key\":\"$id\"}" \
+            "$API/live_streams/$id/outputs"
+    done
 done
 OX_ARCHIVE_PARTS=$WORK/oxcast/data/archive/recording
 OX_ARGS=(--rtmp "rtmp://127.0.0.1:$OX_RTMP/streams" --keys "$OX_KEYS" --ids "$OX_IDS"
@@ -177,12 +224,16 @@ if [ "$ARCHIVE" = on ]; then
 else
     NGX_RECORD="record off;"
 fi
+NGX_PUSH=""
+for d in $(seq 1 "$DESTINATIONS"); do
+    NGX_PUSH="$NGX_PUSH push rtmp://127.0.0.1:$SINK_RTMP/relay$d;"
+done
 cat >"$NGX/nginx.conf" <<EOF
 load_module $NGINX_MODULE;
 daemon off; worker_processes 1; pid $NGX/nginx.pid; error_log $NGX/error.log warn;
 events { worker_connections 1024; }
 rtmp { server { listen 127.0.0.1:$NGX_RTMP; chunk_size 4096;
-  application streams { live on; $NGX_RECORD
+  application streams { live on; $NGX_RECORD$NGX_PUSH
     hls on; hls_path $NGX/hls; hls_fragment 2s; hls_playlist_length 12s; } } }
 http {
   access_log off;
@@ -216,7 +267,7 @@ NGX_ARGS=(--rtmp "rtmp://127.0.0.1:$NGX_RTMP/streams" --key-prefix k --publisher
     --hls-url-template "http://127.0.0.1:$NGX_HTTP/hls/{key}.m3u8")
 
 echo "== Oxcast pid $OX_PID (rtmp $OX_RTMP, http $OX_HTTP); nginx master $NGX_PID, children $NGX_CHILDREN(worker $NGX_WORKERS) (rtmp $NGX_RTMP, http $NGX_HTTP)"
-echo "== load: $PUBLISHERS publishers of $FLV, $READERS readers polling every $POLL_MS ms, $ROUNDS x 2 rounds of ${ROUND_SECONDS} s, archive $ARCHIVE"
+echo "== load: $PUBLISHERS publishers of $FLV, $READERS readers polling every $POLL_MS ms, $ROUNDS x 2 rounds of ${ROUND_SECONDS} s, archive $ARCHIVE, $DESTINATIONS destinations${SINK_RTMP:+ (sink nginx pid $SINK_PID, rtmp $SINK_RTMP)}"
 OX_RSS0=$(rss_kib "$OX_PID")
 NGX_RSS0=$(rss_kib "$NGX_PID" $NGX_WORKERS)
 
@@ -234,8 +285,19 @@ round() { # NAME ROUND READERS
     json=$WORK/$name-$readers-$n.json
     c0=$(cpu_ticks "${pids[@]}")
     t0=$(date +%s.%N)
+    local sink_count=-
+    if [ "$DESTINATIONS" -gt 0 ]; then
+        # Half-way through the round, count the relays the sink holds (PUBLISHERS x DESTINATIONS).
+        (sleep "$(awk -v s="$ROUND_SECONDS" 'BEGIN { print s / 2 }')"; sink_connections >"$WORK/sink-$name-$readers-$n") &
+    fi
     "$LOAD" "${args[@]}" --flv "$FLV" --duration "$ROUND_SECONDS" --readers "$readers" \
         --poll-ms "$POLL_MS" --label "$name round $n" --json "$json" | sed "s/^/  [$name $n] /" || status=$?
+    if [ "$DESTINATIONS" -gt 0 ]; then
+        wait $! 2>/dev/null || true
+        sink_count=$(cat "$WORK/sink-$name-$readers-$n" 2>/dev/null || echo 0)
+        echo "  [$name $n] sink connections mid-round: $sink_count (expected $((PUBLISHERS * DESTINATIONS)))"
+        [ "$sink_count" -ge $((PUBLISHERS * DESTINATIONS)) ] || { failed=1; echo "  [$name $n] the sink received fewer relays than expected"; }
+    fi
     if [ "$name" = oxcast ] && [ "$ARCHIVE" = on ]; then
         # The round ends when the recordings are finalized (the streams go idle after 2 s).
         local tl cl waited=0
@@ -254,11 +316,11 @@ round() { # NAME ROUND READERS
     rss=$(rss_kib "${rss_pids[@]}")
     cpu=$(awk -v a="$c0" -v b="$c1" -v hz="$HZ" 'BEGIN { printf "%.2f", (b - a) / hz }')
     [ "$status" = 0 ] || { failed=1; echo "  [$name $n] oxcast-load exited $status"; }
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$readers" "$name" "$n" "$cpu" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$readers" "$name" "$n" "$cpu" \
         "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')" "$rss" \
         "$(jq -r '.latency_ms.p50 // "-"' "$json" 2>/dev/null || echo -)" \
         "$(jq -r '.latency_ms.p99 // "-"' "$json" 2>/dev/null || echo -)" \
-        "$(jq -r '.errors // "-"' "$json" 2>/dev/null || echo -)" >>"$RESULTS"
+        "$(jq -r '.errors // "-"' "$json" 2>/dev/null || echo -)" "$sink_count" >>"$RESULTS"
 }
 
 for readers in $READERS; do
@@ -273,17 +335,17 @@ done
 
 BITRATE=$(jq -r '.source.bitrate_bps / 1e6 | . * 100 | round / 100' "$(ls "$WORK"/oxcast-*-1.json | head -1)")
 echo
-echo "== results: $PUBLISHERS publishers x $BITRATE Mbit/s, readers polling every $POLL_MS ms, ${ROUND_SECONDS} s rounds, $(nproc) CPUs, archive $ARCHIVE"
-printf '%7s %-7s %5s %8s %8s %9s %9s %9s %6s\n' readers server round cpu_s wall_s rss_MiB p50_ms p99_ms errors
-while IFS=$'\t' read -r readers name n cpu wall rss p50 p99 errors; do
-    printf '%7s %-7s %5s %8s %8s %9.1f %9s %9s %6s\n' "$readers" "$name" "$n" "$cpu" "$wall" \
-        "$(awk -v k="$rss" 'BEGIN { print k / 1024 }')" "$p50" "$p99" "$errors"
+echo "== results: $PUBLISHERS publishers x $BITRATE Mbit/s, readers polling every $POLL_MS ms, ${ROUND_SECONDS} s rounds, $(nproc) CPUs, archive $ARCHIVE, $DESTINATIONS destinations"
+printf '%7s %-7s %5s %5s %8s %8s %9s %9s %9s %6s %6s\n' readers server round dests cpu_s wall_s rss_MiB p50_ms p99_ms errors sink
+while IFS=$'\t' read -r readers name n cpu wall rss p50 p99 errors sink; do
+    printf '%7s %-7s %5s %5s %8s %8s %9.1f %9s %9s %6s %6s\n' "$readers" "$name" "$n" "$DESTINATIONS" "$cpu" "$wall" \
+        "$(awk -v k="$rss" 'BEGIN { print k / 1024 }')" "$p50" "$p99" "$errors" "$sink"
 done <"$RESULTS"
 echo
 for readers in $READERS; do
     OX_CPU=$(awk -F'\t' -v r="$readers" '$1 == r && $2 == "oxcast" { s += $4 } END { printf "%.2f", s }' "$RESULTS")
     NGX_CPU=$(awk -F'\t' -v r="$readers" '$1 == r && $2 == "nginx" { s += $4 } END { printf "%.2f", s }' "$RESULTS")
-    echo "$readers readers, archive $ARCHIVE: CPU seconds over all rounds: oxcast $OX_CPU, nginx-rtmp $NGX_CPU; ratio oxcast/nginx = $(awk -v a="$OX_CPU" -v b="$NGX_CPU" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "-" }')"
+    echo "$readers readers, archive $ARCHIVE, $DESTINATIONS destinations: CPU seconds over all rounds: oxcast $OX_CPU, nginx-rtmp $NGX_CPU; ratio oxcast/nginx = $(awk -v a="$OX_CPU" -v b="$NGX_CPU" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "-" }')"
 done
 echo "RSS before the first round: oxcast $((OX_RSS0 / 1024)) MiB, nginx $((NGX_RSS0 / 1024)) MiB; peak (VmHWM): oxcast $(( $(hwm_kib "$OX_PID") / 1024 )) MiB, nginx $(( $(hwm_kib "$NGX_PID" $NGX_WORKERS) / 1024 )) MiB"
 if [ "$ARCHIVE" = on ]; then
