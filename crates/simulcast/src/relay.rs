@@ -1,6 +1,7 @@
 //! One relay: a simulcast output of an active stream, publishing to its destination until the
 //! stream ends or the output goes, reconnecting after any failure.
 
+use std::io::IoSlice;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use oxcast_rtmp::amf0::Value;
 use oxcast_rtmp::{ClientConfig, ClientSession};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, timeout};
+use tokio::time::timeout;
 use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
 
@@ -230,19 +231,28 @@ async fn connect(destination: &Destination, tls: &Arc<rustls::ClientConfig>) -> 
     Ok(Box::new(stream))
 }
 
-/// Writes what the session has to send; returns the bytes written.
+/// Writes what the session has to send, all its pieces (chunk headers, payload slices) in vectored
+/// writes rather than a system call each; returns the bytes written.
 async fn flush(session: &mut ClientSession, writer: &mut (impl AsyncWrite + Unpin)) -> Result<u64, String> {
-    let mut written = 0u64;
-    let deadline = Instant::now() + WRITE_TIMEOUT;
+    let mut pieces: Vec<Bytes> = Vec::new();
     while let Some(bytes) = session.outbound().pop() {
-        match tokio::time::timeout_at(deadline, writer.write_all(&bytes)).await {
-            Ok(Ok(())) => written += bytes.len() as u64,
-            Ok(Err(e)) => return Err(format!("write: {e}")),
-            Err(_) => return Err(format!("the destination took nothing for {WRITE_TIMEOUT:?}")),
-        }
+        pieces.push(bytes);
     }
-    match tokio::time::timeout_at(deadline, writer.flush()).await {
-        Ok(Ok(())) => Ok(written),
+    let total: u64 = pieces.iter().map(|p| p.len() as u64).sum();
+    let write = async {
+        let mut slices: Vec<IoSlice<'_>> = pieces.iter().map(|p| IoSlice::new(p)).collect();
+        let mut rest = slices.as_mut_slice();
+        while !rest.is_empty() {
+            let n = writer.write_vectored(rest).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            IoSlice::advance_slices(&mut rest, n);
+        }
+        writer.flush().await
+    };
+    match timeout(WRITE_TIMEOUT, write).await {
+        Ok(Ok(())) => Ok(total),
         Ok(Err(e)) => Err(format!("write: {e}")),
         Err(_) => Err(format!("the destination took nothing for {WRITE_TIMEOUT:?}")),
     }
