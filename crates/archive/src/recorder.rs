@@ -119,7 +119,6 @@ async fn start(recording: &Recording, tracks: &Tracks, frame: &Frame) -> Result<
     if !usable {
         return Ok(None);
     }
-    check_space(&recording.config).await?;
     let started_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
@@ -129,16 +128,19 @@ async fn start(recording: &Recording, tracks: &Tracks, frame: &Frame) -> Result<
         recording.public_id.clone(),
     );
     let init = mp4::init_segment(tracks);
-    let created = tokio::task::spawn_blocking(move || -> std::io::Result<(Unfinished, File)> {
-        let unfinished = Unfinished::create(&config, &stream_id, &public_id, started_ms)?;
-        let mut file = File::create_new(&unfinished.part)?;
-        file.write_all(&init)?;
-        file.sync_data()?;
-        Ok((unfinished, file))
+    let created = tokio::task::spawn_blocking(move || -> Result<(Unfinished, File), Stop> {
+        check_space(&config)?;
+        let create = || -> std::io::Result<(Unfinished, File)> {
+            let unfinished = Unfinished::create(&config, &stream_id, &public_id, started_ms)?;
+            let mut file = File::create_new(&unfinished.part)?;
+            file.write_all(&init)?;
+            file.sync_data()?;
+            Ok((unfinished, file))
+        };
+        create().map_err(|e| Stop::Failed(format!("cannot create the recording: {e}")))
     })
     .await
-    .map_err(|e| Stop::Failed(e.to_string()))?
-    .map_err(|e| Stop::Failed(format!("cannot create the recording: {e}")))?;
+    .map_err(|e| Stop::Failed(e.to_string()))??;
     let (unfinished, file) = created;
     tracing::info!(stream_id = %recording.stream_id, path = %unfinished.part.display(), "recording");
     Ok(Some(Open {
@@ -174,8 +176,7 @@ async fn add(recording: &Recording, open: &mut Open, mut frame: Frame) -> Result
     if open.last_dts - start >= FRAGMENT_MS {
         let frames = std::mem::take(&mut open.pending);
         if let Some(fragment) = open.writer.push(frames) {
-            check_space(&recording.config).await?;
-            write(&mut open.file, fragment).await?;
+            write(&mut open.file, fragment, Some(&recording.config)).await?;
         }
     }
     Ok(())
@@ -195,7 +196,7 @@ async fn close(recording: &Recording, open: Option<Open>) {
     };
     let fragments = [writer.push(pending), writer.finish()];
     for fragment in fragments.into_iter().flatten() {
-        if let Err(Stop::NoSpace(why) | Stop::Failed(why)) = write(&mut file, fragment).await {
+        if let Err(Stop::NoSpace(why) | Stop::Failed(why)) = write(&mut file, fragment, None).await {
             tracing::error!(stream_id = %recording.stream_id, "the recording's last second is lost: {why}");
             break;
         }
@@ -208,31 +209,41 @@ async fn close(recording: &Recording, open: Option<Open>) {
 }
 
 /// One fragment, header and payloads, in one vectored write, then flushed to the disk so a crash
-/// loses at most the fragment being written.
-async fn write(slot: &mut Option<File>, fragment: Fragment) -> Result<(), Stop> {
+/// loses at most the fragment being written. With `space`, the free space is checked first, in
+/// the same trip to the blocking pool.
+async fn write(
+    slot: &mut Option<File>,
+    fragment: Fragment,
+    space: Option<&Arc<ArchiveConfig>>,
+) -> Result<(), Stop> {
     let Some(mut file) = slot.take() else {
         return Err(Stop::Failed("the recording file is gone".into()));
     };
-    let written = tokio::task::spawn_blocking(move || -> (File, std::io::Result<()>) {
-        let result = fragment.write_to(&mut file).and_then(|()| file.sync_data());
+    let space = space.map(Arc::clone);
+    let written = tokio::task::spawn_blocking(move || -> (File, Result<(), Stop>) {
+        let result = space.as_deref().map_or(Ok(()), check_space).and_then(|()| {
+            fragment
+                .write_to(&mut file)
+                .and_then(|()| file.sync_data())
+                .map_err(|e| Stop::Failed(format!("write failed: {e}")))
+        });
         (file, result)
     })
     .await;
     match written {
         Ok((file, result)) => {
             *slot = Some(file);
-            result.map_err(|e| Stop::Failed(format!("write failed: {e}")))
+            result
         }
         Err(e) => Err(Stop::Failed(e.to_string())),
     }
 }
 
-async fn check_space(config: &ArchiveConfig) -> Result<(), Stop> {
-    let (dir, min) = (config.dir.clone(), config.min_free_bytes);
-    let free = tokio::task::spawn_blocking(move || free_bytes(&dir))
-        .await
-        .map_err(|e| Stop::Failed(e.to_string()))?
-        .map_err(|e| Stop::Failed(format!("cannot read the free space: {e}")))?;
+/// Blocking: reads the disk's free space.
+fn check_space(config: &ArchiveConfig) -> Result<(), Stop> {
+    let min = config.min_free_bytes;
+    let free =
+        free_bytes(&config.dir).map_err(|e| Stop::Failed(format!("cannot read the free space: {e}")))?;
     if free < min {
         return Err(Stop::NoSpace(format!(
             "{free} bytes free on the storage disk, below archive.min_free_bytes ({min})"
