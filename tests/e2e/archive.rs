@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::hls::wait_until;
-use crate::publisher::{count_frames, encoder_with_copy, publish_url, wait_child};
+use crate::publisher::{count_frames, encoder_with_copy, ffprobe, publish_url, wait_child};
 use crate::support::Server;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -193,21 +193,15 @@ fn a_recording_cut_by_sigkill_is_finalized_and_listed_at_the_next_start() {
 
 /// Width and height of the video in a media file, by ffprobe.
 fn video_size(path: &std::path::Path) -> String {
-    let out = std::process::Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-select_streams",
-            "v",
-            "-show_entries",
-            "stream=width,height",
-            "-of",
-            "csv=p=0",
-            path.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    let args = [
+        "-select_streams",
+        "v",
+        "-show_entries",
+        "stream=width,height",
+        "-of",
+        "csv=p=0",
+    ];
+    ffprobe(&args, path.to_str().unwrap()).trim().to_owned()
 }
 
 #[test]

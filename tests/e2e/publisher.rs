@@ -81,20 +81,13 @@ fn encode(seconds: u32, size: &str, gop_sec: u32, tracks: &str) -> Command {
     cmd
 }
 
-/// Video and audio frames in a media file or URL, and its duration in seconds, by ffprobe.
-pub fn count_frames(input: &str) -> (u64, u64, f64) {
+/// What `ffprobe -v error ARGS INPUT` prints; it must succeed.
+pub fn ffprobe(args: &[&str], input: &str) -> String {
     require("ffprobe", "ffmpeg");
     let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-count_frames",
-            "-show_entries",
-            "stream=codec_type,nb_read_frames:format=duration",
-            "-of",
-            "json",
-            input,
-        ])
+        .args(["-v", "error"])
+        .args(args)
+        .arg(input)
         .output()
         .unwrap();
     assert!(
@@ -102,7 +95,22 @@ pub fn count_frames(input: &str) -> (u64, u64, f64) {
         "ffprobe {input}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Video and audio frames in a media file or URL, and its duration in seconds, by ffprobe.
+pub fn count_frames(input: &str) -> (u64, u64, f64) {
+    let out = ffprobe(
+        &[
+            "-count_frames",
+            "-show_entries",
+            "stream=codec_type,nb_read_frames:format=duration",
+            "-of",
+            "json",
+        ],
+        input,
+    );
+    let json: Value = serde_json::from_str(&out).unwrap();
     let count = |kind: &str| {
         json["streams"]
             .as_array()

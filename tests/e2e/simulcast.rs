@@ -8,14 +8,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
 use crate::destination::{BlackHole, Destination};
 use crate::hls::{fetch_playlist, hls_url, wait_until};
-use crate::publisher::{count_frames, encoder, encoder_with_copy, publish_url, wait_child};
+use crate::publisher::{count_frames, encoder, encoder_with_copy, ffprobe, publish_url, wait_child};
 use crate::support::{Options, Server};
 
 /// Bound on every wait; the tests poll every [`POLL`].
@@ -33,6 +33,15 @@ const WAITING: [&str; 2] = ["connecting", "retrying"];
 
 fn now_ms() -> u64 {
     u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()
+}
+
+/// Adds a simulcast output to `uri` with `key`; returns its id.
+fn relay_to(server: &Server, id: &str, uri: &str, key: &str) -> String {
+    add_output(
+        server,
+        id,
+        json!({"type": "simulcast", "uri": uri, "stream_key": key}),
+    )
 }
 
 /// Adds a simulcast output; returns its id.
@@ -261,15 +270,15 @@ fn total_size(files: &[PathBuf]) -> u64 {
 
 /// (type, pts in seconds) of a recording's first packets.
 fn first_packets(file: &Path) -> Vec<(String, f64)> {
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-show_entries", "packet=codec_type,pts_time"])
-        .args(["-of", "csv=p=0", "-read_intervals", "%+#200"])
-        .arg(file)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout)
-        .unwrap()
+    let args = [
+        "-show_entries",
+        "packet=codec_type,pts_time",
+        "-of",
+        "csv=p=0",
+        "-read_intervals",
+        "%+#200",
+    ];
+    ffprobe(&args, file.to_str().unwrap())
         .lines()
         .filter_map(|l| {
             let (kind, pts) = l.split_once(',')?;
@@ -280,21 +289,17 @@ fn first_packets(file: &Path) -> Vec<(String, f64)> {
 
 /// `ffprobe`'s flags for a recording's first video packet (`K` for a keyframe).
 fn first_video_flags(file: &Path) -> String {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-select_streams",
-            "v",
-            "-show_entries",
-            "packet=flags",
-        ])
-        .args(["-of", "csv", "-read_intervals", "%+#1"])
-        .arg(file)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    let args = [
+        "-select_streams",
+        "v",
+        "-show_entries",
+        "packet=flags",
+        "-of",
+        "csv",
+        "-read_intervals",
+        "%+#1",
+    ];
+    ffprobe(&args, file.to_str().unwrap()).trim().to_owned()
 }
 
 /// Every segment an HLS playlist listed while it was watched.
@@ -366,11 +371,7 @@ fn two_destinations_receive_every_frame() {
     let server = Server::start();
     let s = server.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 2}));
     let id = s["id"].as_str().unwrap();
-    let oa = add_output(
-        &server,
-        id,
-        json!({"type": "simulcast", "uri": a.url(), "stream_key": "a"}),
-    );
+    let oa = relay_to(&server, id, &a.url(), "a");
     // The other form: the key is the uri's last path segment.
     let ob = add_output(
         &server,
@@ -433,16 +434,8 @@ fn a_destination_that_drops_comes_back_and_the_others_see_no_gap() {
     let s = server.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 2}));
     let id = s["id"].as_str().unwrap();
     let url = hls_url(&s);
-    let oa = add_output(
-        &server,
-        id,
-        json!({"type": "simulcast", "uri": a.url(), "stream_key": "a"}),
-    );
-    let ob = add_output(
-        &server,
-        id,
-        json!({"type": "simulcast", "uri": b.url(), "stream_key": "b"}),
-    );
+    let oa = relay_to(&server, id, &a.url(), "a");
+    let ob = relay_to(&server, id, &b.url(), "b");
 
     let work = tempfile::tempdir().unwrap();
     let copy = work.path().join("published.flv");
@@ -540,16 +533,8 @@ fn a_destination_that_never_answers_delays_nobody() {
     // Long enough after the publish for a relay's connect or handshake timeout to show.
     let s = server.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 8}));
     let id = s["id"].as_str().unwrap();
-    let o_hole = add_output(
-        &server,
-        id,
-        json!({"type": "simulcast", "uri": hole.url(), "stream_key": "void"}),
-    );
-    let o_nginx = add_output(
-        &server,
-        id,
-        json!({"type": "simulcast", "uri": nginx.url(), "stream_key": "c"}),
-    );
+    let o_hole = relay_to(&server, id, &hole.url(), "void");
+    let o_nginx = relay_to(&server, id, &nginx.url(), "c");
 
     let work = tempfile::tempdir().unwrap();
     let copy = work.path().join("published.flv");
@@ -618,11 +603,7 @@ fn rtmps_reaches_a_tls_destination() {
     });
     let s = server.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 2}));
     let id = s["id"].as_str().unwrap();
-    let oid = add_output(
-        &server,
-        id,
-        json!({"type": "simulcast", "uri": nginx.tls_url(), "stream_key": "s"}),
-    );
+    let oid = relay_to(&server, id, &nginx.tls_url(), "s");
     let work = tempfile::tempdir().unwrap();
     let copy = work.path().join("published.flv");
     let mut ffmpeg = encoder_with_copy(&publish_url(&s), 10, "640x360", 2, &copy);
@@ -636,11 +617,7 @@ fn rtmps_reaches_a_tls_destination() {
     let untrusting = Server::start();
     let s = untrusting.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 4}));
     let id = s["id"].as_str().unwrap();
-    let refused = add_output(
-        &untrusting,
-        id,
-        json!({"type": "simulcast", "uri": nginx.tls_url(), "stream_key": "untrusted"}),
-    );
+    let refused = relay_to(&untrusting, id, &nginx.tls_url(), "untrusted");
     let mut ffmpeg = encoder(&publish_url(&s), 8, "320x240", 2, "va");
     let mut watch = Watch::new(&untrusting, id);
     watch_publish(&mut watch, &mut ffmpeg, |_| {});
@@ -670,11 +647,7 @@ fn simulcast_outputs_can_be_added_and_deleted_while_live() {
     let server = Server::start();
     let s = server.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 2}));
     let id = s["id"].as_str().unwrap();
-    let ob = add_output(
-        &server,
-        id,
-        json!({"type": "simulcast", "uri": b.url(), "stream_key": "b"}),
-    );
+    let ob = relay_to(&server, id, &b.url(), "b");
 
     let work = tempfile::tempdir().unwrap();
     let copy = work.path().join("published.flv");
@@ -687,11 +660,7 @@ fn simulcast_outputs_can_be_added_and_deleted_while_live() {
         let t = watch.elapsed();
         if oa.is_none() && t >= Duration::from_secs(5) {
             assert_eq!(server.status(id), "active");
-            let oid = add_output(
-                &server,
-                id,
-                json!({"type": "simulcast", "uri": a.url(), "stream_key": "a"}),
-            );
+            let oid = relay_to(&server, id, &a.url(), "a");
             oa = Some((oid, watch.elapsed()));
         }
         if let Some((oid, added)) = &oa
