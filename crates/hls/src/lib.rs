@@ -241,3 +241,37 @@ async fn package(
     }
     tracing::debug!(stream_id = %stream_id, "HLS playlist ended");
 }
+
+#[cfg(test)]
+mod tests {
+    use oxcast_core::StreamBus;
+
+    use super::*;
+
+    /// A stream that goes live again replaces its ended playlist; the old one (and its segments)
+    /// must go at once, not when its keep-after-end time is up.
+    #[tokio::test]
+    async fn a_replaced_ended_playlist_is_not_kept_until_its_timer_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = HlsConfig {
+            segment_duration: Duration::from_secs(2),
+            window: 6,
+            keep_after_end: Duration::from_secs(3600),
+        };
+        let outputs = HlsOutputs::new(config, dir.path().join("hls")).unwrap();
+        let id = StreamId::generate();
+        let first = Arc::new(StreamBus::new());
+        outputs.start(&id, first.subscribe());
+        let ended = Arc::downgrade(&outputs.playlist_of(&id).unwrap());
+        first.end();
+        let second = Arc::new(StreamBus::new());
+        outputs.start(&id, second.subscribe());
+        // The first session's task sees the end and starts its timer.
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert!(ended.upgrade().is_none(), "the replaced playlist is still held");
+        assert!(outputs.playlist_of(&id).is_some());
+        second.end();
+    }
+}
