@@ -2,7 +2,7 @@
 //
 //   node play_hls.mjs PLAYLIST_URL [BUDGET_SECONDS=40] [WANT_SECONDS=5]
 //
-// The test page and hls.js are served by page.route() at https://player.test/, an origin other than
+// The test page and hls.js are served at https://player.test/ (see chromium.mjs), an origin other than
 // the stream's, so every playlist and segment request is a cross-origin one and the server's CORS
 // headers are exercised too. The page counts as a public site and the stream is on loopback, so
 // Chromium's Local Network Access rules apply: an http:// page may not reach loopback at all, and an
@@ -16,7 +16,7 @@
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { launch, origin, playerPage, watchdog as startWatchdog } from './chromium.mjs';
 
 const [url, budgetArg = '40', wantArg = '5'] = process.argv.slice(2);
 const budget = Number(budgetArg);
@@ -28,8 +28,6 @@ if (!url || !(budget > 0) || !(want > 0)) {
 
 const here = dirname(fileURLToPath(import.meta.url));
 const hlsJs = readFileSync(join(here, 'node_modules', 'hls.js', 'dist', 'hls.min.js'));
-const executablePath = '/usr/bin/chromium';
-const origin = 'https://player.test';
 
 const pageHtml = `<!doctype html>
 <html><head><meta charset="utf-8"><title>oxcast hls.js check</title></head>
@@ -88,65 +86,13 @@ const result = {
   failure: null,
 };
 
-// A hard stop in case Chromium hangs: the report says so and the exit code fails.
-const watchdog = setTimeout(() => {
-  result.failure = `play_hls.mjs did not finish within ${budget + 60} s`;
-  console.log(JSON.stringify(result));
-  process.exit(1);
-}, (budget + 60) * 1000);
+const watchdog = startWatchdog('play_hls.mjs', budget, result);
 
-let browser;
-try {
-  browser = await chromium.launch({
-    executablePath,
-    headless: true,
-    args: [
-      '--headless',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--autoplay-policy=no-user-gesture-required',
-    ],
-  });
-} catch (e) {
-  result.failure = `cannot launch ${executablePath}: ${e}`;
-  console.log(JSON.stringify(result));
-  process.exit(2);
-}
+const browser = await launch(result);
 
 let code = 1;
 try {
-  const context = await browser.newContext({ permissions: ['local-network-access'] });
-  const page = await context.newPage();
-  // Only the player's own origin is served locally; the stream's requests go to the server.
-  await page.route(`${origin}/**`, (route) => {
-    const path = new URL(route.request().url()).pathname;
-    if (path === '/' || path === '/index.html') {
-      return route.fulfill({ status: 200, contentType: 'text/html; charset=utf-8', body: pageHtml });
-    }
-    if (path === '/hls.min.js') {
-      return route.fulfill({ status: 200, contentType: 'text/javascript', body: hlsJs });
-    }
-    return route.fulfill({ status: 404, body: 'not found' });
-  });
-  const pageErrors = [];
-  page.on('pageerror', (e) => pageErrors.push({ details: 'uncaught exception in the page', error: String(e) }));
-  // Chromium explains refused requests (CORS, local network access) only on the console.
-  page.on('console', (m) => {
-    if (m.type() === 'error' || m.type() === 'warning') {
-      pageErrors.push({ details: `console ${m.type()}`, error: m.text() });
-    }
-  });
-  page.on('requestfailed', (r) => {
-    // hls.js aborts requests it no longer needs; those are not failures of the server.
-    const failure = r.failure() ? r.failure().errorText : '';
-    if (failure !== 'net::ERR_ABORTED') {
-      pageErrors.push({ details: 'request failed', url: r.url(), error: failure });
-    }
-  });
+  const { page, pageErrors } = await playerPage(browser, { '/': { contentType: 'text/html; charset=utf-8', body: pageHtml }, '/hls.min.js': { contentType: 'text/javascript', body: hlsJs } });
   await page.goto(`${origin}/`);
 
   const deadline = Date.now() + budget * 1000;

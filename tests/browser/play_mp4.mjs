@@ -7,7 +7,7 @@
 // the file's boxes and the server's range responses are what is under test. As in play_hls.mjs the
 // page is served by page.route() at https://player.test/, another origin than the file's, and the
 // element is `crossOrigin = 'anonymous'`, so the server's CORS headers are needed for it to play.
-// The file is on loopback, so the context grants `local-network-access` (see play_hls.mjs).
+// The file is on loopback, so the context grants `local-network-access` (see chromium.mjs).
 //
 // The run: play until currentTime has advanced WANT (1 s), seek to duration / 2, wait for `seeked`,
 // then play on until currentTime is WANT past where the seek landed.
@@ -17,7 +17,7 @@
 // and exits 0 when all of that happened with no media error within the budget, 1 otherwise
 // (2 on bad usage or when the browser cannot be started).
 
-import { chromium } from 'playwright-core';
+import { launch, origin, playerPage, watchdog as startWatchdog } from './chromium.mjs';
 
 const [url, budgetArg = '40'] = process.argv.slice(2);
 const budget = Number(budgetArg);
@@ -28,8 +28,6 @@ if (!url || !(budget > 0)) {
 // Seconds currentTime must advance, before the seek and again after it.
 const want = 1;
 
-const executablePath = '/usr/bin/chromium';
-const origin = 'https://player.test';
 // The codecs the recordings carry (H.264 High up to level 3.1, AAC-LC), to tell "this browser
 // cannot decode these at all" apart from "it cannot read this file".
 const codecs = 'video/mp4; codecs="avc1.64001f, mp4a.40.2"';
@@ -82,55 +80,13 @@ const result = {
   failure: null,
 };
 
-// A hard stop in case Chromium hangs: the report says so and the exit code fails.
-const watchdog = setTimeout(() => {
-  result.failure = `play_mp4.mjs did not finish within ${budget + 60} s`;
-  console.log(JSON.stringify(result));
-  process.exit(1);
-}, (budget + 60) * 1000);
+const watchdog = startWatchdog('play_mp4.mjs', budget, result);
 
-let browser;
-try {
-  browser = await chromium.launch({
-    executablePath,
-    headless: true,
-    args: [
-      '--headless',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--autoplay-policy=no-user-gesture-required',
-    ],
-  });
-} catch (e) {
-  result.failure = `cannot launch ${executablePath}: ${e}`;
-  console.log(JSON.stringify(result));
-  process.exit(2);
-}
+const browser = await launch(result);
 
 let code = 1;
 try {
-  const context = await browser.newContext({ permissions: ['local-network-access'] });
-  const page = await context.newPage();
-  // Only the player's own origin is served locally; the file's requests go to the server.
-  await page.route(`${origin}/**`, (route) => {
-    const path = new URL(route.request().url()).pathname;
-    if (path === '/' || path === '/index.html') {
-      return route.fulfill({ status: 200, contentType: 'text/html; charset=utf-8', body: pageHtml });
-    }
-    return route.fulfill({ status: 404, body: 'not found' });
-  });
-  const pageErrors = [];
-  page.on('pageerror', (e) => pageErrors.push({ details: 'uncaught exception in the page', error: String(e) }));
-  // Chromium explains refused requests (CORS, local network access) only on the console.
-  page.on('console', (m) => {
-    if (m.type() === 'error' || m.type() === 'warning') {
-      pageErrors.push({ details: `console ${m.type()}`, error: m.text() });
-    }
-  });
+  const { page, pageErrors } = await playerPage(browser, { '/': { contentType: 'text/html; charset=utf-8', body: pageHtml } });
   // The media requests, with their ranges and statuses: what the demuxer asked for and got.
   const requests = [];
   page.on('requestfinished', async (r) => {
@@ -141,14 +97,6 @@ try {
         status: response ? response.status() : null,
         contentRange: response ? (await response.allHeaders().catch(() => ({})))['content-range'] || null : null,
       });
-    }
-  });
-  page.on('requestfailed', (r) => {
-    // The media element aborts range requests it no longer needs (on a seek, say); those are
-    // not failures of the server.
-    const failure = r.failure() ? r.failure().errorText : '';
-    if (failure !== 'net::ERR_ABORTED') {
-      pageErrors.push({ details: 'request failed', url: r.url(), error: failure });
     }
   });
   await page.goto(`${origin}/`);
