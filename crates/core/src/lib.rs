@@ -18,13 +18,13 @@ pub mod relay;
 pub mod rules;
 pub mod store;
 
-pub use bus::{BusEvent, StreamBus, Subscriber};
+pub use bus::{BusEvent, BusLimits, StreamBus, Subscriber};
 pub use delivery::{HlsSource, SegmentBody};
 pub use ids::{OutputId, StreamId, StreamKey};
 pub use model::{
     Archive, IdleReason, LiveStream, NewOutput, NewStream, Output, OutputKind, OutputPatch, SimulcastTarget,
     Status, StreamPatch,
 };
-pub use registry::{OutputRunner, PublishRefused, Publisher, Registry, RegistryError};
+pub use registry::{OutputRunner, PublishRefused, Publisher, Registry, RegistryError, RegistryLimits};
 pub use relay::{RelayState, RelayStatus, RelayStatusSource};
 pub use store::{Store, StoreError};
