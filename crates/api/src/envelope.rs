@@ -109,7 +109,9 @@ impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
         let status = match &e {
             RegistryError::StreamNotFound | RegistryError::OutputNotFound => StatusCode::NOT_FOUND,
-            RegistryError::StreamActive | RegistryError::Conflict(_) => StatusCode::CONFLICT,
+            RegistryError::StreamActive | RegistryError::Conflict(_) | RegistryError::Limit(_) => {
+                StatusCode::CONFLICT
+            }
             RegistryError::Invalid(_) => StatusCode::BAD_REQUEST,
             // The disk or database failed: not a bug in the request, and worth retrying later.
             RegistryError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -54,7 +54,7 @@ async fn call(app: &Router, method: &str, path: &str, body: &str) -> (StatusCode
 async fn a_failed_store_answers_503_and_health_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let registry = Registry::new(store.clone(), Arc::new(NoOutputs));
+    let registry = Registry::new(store.clone(), Arc::new(NoOutputs)).unwrap();
     let config = ApiConfig {
         cloud_name: "local".into(),
         public_rtmp_url: "rtmp://localhost:1935".into(),

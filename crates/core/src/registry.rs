@@ -4,6 +4,7 @@
 //! committed to the store before it is acknowledged. A stream's status is `active` exactly when it
 //! has a session here; at start-up there are none.
 
+mod keys;
 mod session;
 
 use std::collections::HashMap;
@@ -14,8 +15,9 @@ use tokio::sync::{Mutex, MutexGuard, watch};
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
+use self::keys::KeyIndex;
 use self::session::{PublisherSlot, Session, watch_deadline};
-use crate::bus::StreamBus;
+use crate::bus::{BusLimits, StreamBus};
 use crate::clock::now_ms;
 use crate::ids::{OutputId, StreamId, StreamKey};
 use crate::model::{
@@ -52,6 +54,9 @@ pub enum RegistryError {
     StreamActive,
     #[error("{0}")]
     Conflict(String),
+    /// A limit of the server's (a setting) would be crossed.
+    #[error("{0}")]
+    Limit(String),
     #[error(transparent)]
     Invalid(#[from] FieldError),
     #[error(transparent)]
@@ -124,10 +129,33 @@ impl Drop for Publisher {
     }
 }
 
+/// What the registry lets grow, from the `limits.*` settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegistryLimits {
+    /// Streams that may exist.
+    pub max_streams: usize,
+    /// Outputs one stream may have, the default two included.
+    pub max_outputs_per_stream: usize,
+    /// What each active stream's bus holds for outputs that fall behind.
+    pub bus: BusLimits,
+}
+
+impl Default for RegistryLimits {
+    fn default() -> Self {
+        Self {
+            max_streams: 10_000,
+            max_outputs_per_stream: 20,
+            bus: BusLimits::default(),
+        }
+    }
+}
+
 /// Streams, outputs and sessions.
 pub struct Registry {
     store: Store,
     runner: Arc<dyn OutputRunner>,
+    limits: RegistryLimits,
+    keys: KeyIndex,
     sessions: Mutex<HashMap<StreamId, Session>>,
     next_id: AtomicU64,
     this: Weak<Registry>,
@@ -136,15 +164,27 @@ pub struct Registry {
 type Sessions<'a> = MutexGuard<'a, HashMap<StreamId, Session>>;
 
 impl Registry {
-    /// A registry over `store`; every stream starts idle.
-    pub fn new(store: Store, runner: Arc<dyn OutputRunner>) -> Arc<Registry> {
-        Arc::new_cyclic(|this| Registry {
+    /// A registry over `store` with the default limits; every stream starts idle.
+    pub fn new(store: Store, runner: Arc<dyn OutputRunner>) -> Result<Arc<Registry>, StoreError> {
+        Self::with_limits(store, runner, RegistryLimits::default())
+    }
+
+    /// A registry over `store`; reads every stream's key once (blocking: call it at start-up).
+    pub fn with_limits(
+        store: Store,
+        runner: Arc<dyn OutputRunner>,
+        limits: RegistryLimits,
+    ) -> Result<Arc<Registry>, StoreError> {
+        let keys = KeyIndex::new(store.load_stream_keys()?);
+        Ok(Arc::new_cyclic(|this| Registry {
             store,
             runner,
+            limits,
+            keys,
             sessions: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             this: this.clone(),
-        })
+        }))
     }
 
     /// The store behind the registry.
@@ -154,6 +194,14 @@ impl Registry {
 
     /// Creates a stream with a fresh key and the two default outputs.
     pub async fn create_stream(&self, new: NewStream) -> Result<LiveStream, RegistryError> {
+        // Held so that concurrent creations cannot pass the limit together.
+        let _sessions = self.sessions.lock().await;
+        let max = self.limits.max_streams;
+        if self.keys.len() >= max {
+            return Err(RegistryError::Limit(format!(
+                "the server holds its limit of {max} live streams (limits.max_streams): delete one first"
+            )));
+        }
         let now = now_ms();
         let id = StreamId::generate();
         let output = |name: &str, kind| Output {
@@ -183,6 +231,7 @@ impl Registry {
             id,
         };
         self.store.insert_stream(stream.clone()).await?;
+        self.keys.insert(&stream.stream_key, stream.id.clone());
         tracing::info!(stream_id = %stream.id, "live stream created");
         Ok(stream)
     }
@@ -240,6 +289,7 @@ impl Registry {
         if !self.store.delete_stream(id).await? {
             return Err(RegistryError::StreamNotFound);
         }
+        self.keys.remove(id);
         self.runner.stream_deleted(id);
         tracing::info!(stream_id = %id, "live stream deleted");
         Ok(())
@@ -279,14 +329,8 @@ impl Registry {
     /// An encoder asks to publish with `key`. A stream that is idle becomes active; a stream with a
     /// publisher changes hands (the old publisher is told to stop) and its session continues.
     pub async fn publish_started(&self, key: &str) -> Result<Publisher, PublishRefused> {
-        // Compare against every key, so the time taken says nothing about which one nearly matched.
-        let mut found = None;
-        for (id, stream_key) in self.store.stream_keys().await? {
-            if stream_key.matches(key) {
-                found = Some(id);
-            }
-        }
-        let id = found.ok_or(PublishRefused::UnknownKey)?;
+        // No trip to the store for a key nobody has: anyone can try keys.
+        let id = self.keys.find(key).ok_or(PublishRefused::UnknownKey)?;
         let mut sessions = self.sessions.lock().await;
         let stream = match self.load(&sessions, &id).await {
             Ok(stream) => stream,
@@ -382,6 +426,12 @@ impl Registry {
             },
             NewOutputKind::Simulcast(target) => OutputKind::Simulcast(target),
         };
+        let max = self.limits.max_outputs_per_stream;
+        if stream.outputs.len() >= max {
+            return Err(RegistryError::Limit(format!(
+                "live stream has its limit of {max} outputs (limits.max_outputs_per_stream)"
+            )));
+        }
         let output_type = kind.output_type();
         if output_type.is_singleton() {
             if stream.status == Status::Active {
@@ -537,7 +587,7 @@ impl Registry {
         let now = Instant::now();
         let generation = self.next_id.fetch_add(1, Ordering::Relaxed);
         let by_publish = publisher.is_some();
-        let bus = Arc::new(StreamBus::new());
+        let bus = Arc::new(StreamBus::with_limits(self.limits.bus));
         let session = Session {
             bus: bus.clone(),
             generation,

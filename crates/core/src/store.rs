@@ -188,19 +188,18 @@ impl Store {
         self.with(move |db| get_stream(db, &id)).await
     }
 
-    /// Every stream's id and key, for matching a publisher's key.
-    pub async fn stream_keys(&self) -> Result<Vec<(StreamId, StreamKey)>, StoreError> {
-        self.with(|db| {
-            let mut stmt = db.prepare_cached("SELECT id, stream_key FROM live_streams")?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-            let mut keys = Vec::new();
-            for row in rows {
-                let (id, key) = row?;
-                keys.push((parse_id(&id, StreamId::parse)?, StreamKey::from_stored(key)));
-            }
-            Ok(keys)
-        })
-        .await
+    /// Every stream's id and key, for matching publishers' keys. Blocking: for start-up.
+    pub fn load_stream_keys(&self) -> Result<Vec<(StreamId, StreamKey)>, StoreError> {
+        let mut guard = self.inner.lock();
+        let db = guard.as_mut().ok_or(StoreError::Closed)?;
+        let mut stmt = db.prepare_cached("SELECT id, stream_key FROM live_streams")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut keys = Vec::new();
+        for row in rows {
+            let (id, key) = row?;
+            keys.push((parse_id(&id, StreamId::parse)?, StreamKey::from_stored(key)));
+        }
+        Ok(keys)
     }
 
     /// Writes a stream's changeable fields (name, timeouts, updated_at).

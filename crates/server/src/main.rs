@@ -124,7 +124,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         archives: Arc::clone(&archives),
         relays: Arc::clone(&relays),
     };
-    let registry = Registry::new(store.clone(), Arc::new(outputs));
+    let registry = Registry::new(store.clone(), Arc::new(outputs))?;
 
     let http = tokio::net::TcpListener::bind(settings.http_listen)
         .await

@@ -31,7 +31,7 @@ struct Fixture {
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let recorder = Arc::new(Recorder::default());
-    let registry = Registry::new(Store::open(dir.path()).unwrap(), recorder.clone());
+    let registry = Registry::new(Store::open(dir.path()).unwrap(), recorder.clone()).unwrap();
     Fixture {
         registry,
         recorder,
@@ -93,7 +93,8 @@ async fn create_applies_defaults_and_default_outputs() {
 async fn streams_survive_reopening_the_store_and_come_back_idle() {
     let dir = tempfile::tempdir().unwrap();
     let (stream, output) = {
-        let registry = Registry::new(Store::open(dir.path()).unwrap(), Arc::new(Recorder::default()));
+        let registry =
+            Registry::new(Store::open(dir.path()).unwrap(), Arc::new(Recorder::default())).unwrap();
         let stream = registry.create_stream(timeouts(5, 50)).await.unwrap();
         let output = registry
             .create_output(
@@ -113,7 +114,7 @@ async fn streams_survive_reopening_the_store_and_come_back_idle() {
         registry.store().close().unwrap();
         (stream, output)
     };
-    let registry = Registry::new(Store::open(dir.path()).unwrap(), Arc::new(Recorder::default()));
+    let registry = Registry::new(Store::open(dir.path()).unwrap(), Arc::new(Recorder::default())).unwrap();
     let reloaded = registry.get_stream(&stream.id).await.unwrap();
     assert_eq!(reloaded.status, Status::Idle);
     assert_eq!(reloaded.stream_key, stream.stream_key);
@@ -232,6 +233,90 @@ async fn unknown_keys_are_refused() {
         );
     }
     assert_eq!(status(&f.registry, &s.id).await, Status::Idle);
+}
+
+/// Anyone can try keys: an unknown one is refused without a trip to the store (here closed, so a
+/// lookup there would fail with a store error instead).
+#[tokio::test]
+async fn an_unknown_key_is_refused_without_touching_the_store() {
+    let f = fixture();
+    let s = f.registry.create_stream(NewStream::default()).await.unwrap();
+    let deleted = f.registry.create_stream(NewStream::default()).await.unwrap();
+    f.registry.delete_stream(&deleted.id).await.unwrap();
+    f.registry.store().close().unwrap();
+    for key in ["nope", &s.stream_key.as_str()[..29], deleted.stream_key.as_str()] {
+        assert!(
+            matches!(
+                f.registry.publish_started(key).await,
+                Err(PublishRefused::UnknownKey)
+            ),
+            "{key}"
+        );
+    }
+    // The right key gets as far as the store.
+    assert!(matches!(
+        f.registry.publish_started(s.stream_key.as_str()).await,
+        Err(PublishRefused::Store(_))
+    ));
+}
+
+/// A stream created after start-up publishes at once, and keys survive a restart of the registry.
+#[tokio::test]
+async fn keys_of_new_and_reloaded_streams_are_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::new(Store::open(dir.path()).unwrap(), Arc::new(Recorder::default())).unwrap();
+    let s = registry.create_stream(NewStream::default()).await.unwrap();
+    registry
+        .publish_started(s.stream_key.as_str())
+        .await
+        .unwrap()
+        .end()
+        .await;
+    registry.store().close().unwrap();
+    drop(registry);
+    let registry = Registry::new(Store::open(dir.path()).unwrap(), Arc::new(Recorder::default())).unwrap();
+    let publisher = registry.publish_started(s.stream_key.as_str()).await.unwrap();
+    assert_eq!(publisher.stream_id(), &s.id);
+}
+
+#[tokio::test]
+async fn streams_and_outputs_are_capped_by_the_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = RegistryLimits {
+        max_streams: 2,
+        max_outputs_per_stream: 3,
+        ..RegistryLimits::default()
+    };
+    let registry = Registry::with_limits(
+        Store::open(dir.path()).unwrap(),
+        Arc::new(Recorder::default()),
+        limits,
+    )
+    .unwrap();
+    let first = registry.create_stream(NewStream::default()).await.unwrap();
+    registry.create_stream(NewStream::default()).await.unwrap();
+    let e = registry.create_stream(NewStream::default()).await.unwrap_err();
+    assert!(
+        matches!(&e, RegistryError::Limit(m) if m.contains("limits.max_streams")),
+        "{e}"
+    );
+    assert_eq!(registry.list_streams().await.unwrap().len(), 2);
+    // Deleting one makes room again.
+    registry.delete_stream(&first.id).await.unwrap();
+    let third = registry.create_stream(NewStream::default()).await.unwrap();
+    registry
+        .create_output(&third.id, simulcast("rtmp://a.example/live", Some("1")))
+        .await
+        .unwrap();
+    let e = registry
+        .create_output(&third.id, simulcast("rtmp://a.example/live", Some("2")))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, RegistryError::Limit(m) if m.contains("limits.max_outputs_per_stream")),
+        "{e}"
+    );
+    assert_eq!(registry.list_outputs(&third.id).await.unwrap().len(), 3);
 }
 
 #[tokio::test(start_paused = true)]
