@@ -18,7 +18,7 @@ use bytes::Bytes;
 use oxcast_core::{HlsSource, SegmentBody, StreamId, Subscriber};
 
 use crate::playlist::{Playlist, Pushed, Stored};
-use crate::segmenter::Segmenter;
+use crate::segmenter::{SegmentLimits, Segmenter};
 
 /// Segment length and window, from the `hls.*` settings.
 #[derive(Debug, Clone, Copy)]
@@ -28,6 +28,10 @@ pub struct HlsConfig {
     pub window: usize,
     /// How long an ended playlist (and its segments) stays served.
     pub keep_after_end: Duration,
+    /// When a segment is closed without a keyframe.
+    pub segment_limits: SegmentLimits,
+    /// Bytes of one stream's segments kept in memory; older listed ones are served from files.
+    pub max_memory_bytes: usize,
 }
 
 /// Every stream's playlist. An ended playlist stays served for `keep_after_end`, or until the
@@ -81,16 +85,17 @@ impl HlsOutputs {
                 .map_or(0, |d| d.as_secs());
             let previous = playlists.get(stream_id).map_or(0, |p| lock(p).next_sequence());
             let first = clock.max(previous);
-            let playlist = Arc::new(Mutex::new(Playlist::new(
+            let playlist = Arc::new(Mutex::new(Playlist::with_memory_budget(
                 prefix,
                 self.config.window,
                 target_sec,
                 first,
+                self.config.max_memory_bytes,
             )));
             playlists.insert(stream_id.clone(), playlist.clone());
             playlist
         };
-        let target_ms = self.config.segment_duration.as_millis() as i64;
+        let target_ms = i64::try_from(self.config.segment_duration.as_millis()).unwrap_or(i64::MAX);
         // The previous session's retired segments: no playlist lists them now. (This session's
         // first spill is a whole window away.)
         let dir = self.stream_dir(stream_id);
@@ -103,12 +108,13 @@ impl HlsOutputs {
         };
         let stream_id = stream_id.clone();
         let (playlists, keep) = (Arc::clone(&self.playlists), self.config.keep_after_end);
+        let segmenter = Segmenter::with_limits(target_ms, self.config.segment_limits);
         tokio::spawn(async move {
             // Weak: a playlist replaced by the stream's next session must not be held (with its
             // segments) until this timer ends. The allocation it points to stays reserved, so the
             // comparison below cannot match a newer playlist at a reused address.
             let ended = Arc::downgrade(&playlist);
-            package(stream_id.clone(), subscriber, playlist, spill, target_ms).await;
+            package(stream_id.clone(), subscriber, playlist, spill, segmenter).await;
             // The ended playlist stays for players finishing it, then goes, unless the stream went
             // live again meanwhile (a new playlist took its place).
             tokio::time::sleep(keep).await;
@@ -214,12 +220,17 @@ async fn package(
     mut subscriber: Subscriber,
     playlist: Arc<Mutex<Playlist>>,
     spill: Spill,
-    target_ms: i64,
+    mut segmenter: Segmenter,
 ) {
-    let mut segmenter = Segmenter::new(target_ms);
     let mut warned = false;
+    let mut warned_forced = false;
     while let Some(event) = subscriber.recv().await {
         if let Some(segment) = segmenter.push(event) {
+            if let (Some(why), false) = (segmenter.last_forced.take(), warned_forced) {
+                warned_forced = true;
+                tracing::warn!(stream_id = %stream_id, "an HLS segment was closed without a keyframe: {why}; \
+                    players show no picture until the next keyframe (logged once per session)");
+            }
             let pushed = lock(&playlist).push(segment);
             let raised = pushed.raised_target;
             spill.apply(pushed);
@@ -236,6 +247,9 @@ async fn package(
         spill.apply(ended.push(segment));
     }
     ended.end();
+    if segmenter.forced_cuts > 0 {
+        tracing::warn!(stream_id = %stream_id, segments = segmenter.forced_cuts, "HLS segments closed without a keyframe");
+    }
     if segmenter.dropped_frames > 0 {
         tracing::warn!(stream_id = %stream_id, frames = segmenter.dropped_frames, "malformed video frames were dropped");
     }
@@ -257,6 +271,8 @@ mod tests {
             segment_duration: Duration::from_secs(2),
             window: 6,
             keep_after_end: Duration::from_secs(3600),
+            segment_limits: SegmentLimits::default(),
+            max_memory_bytes: 32 << 20,
         };
         let outputs = HlsOutputs::new(config, dir.path().join("hls")).unwrap();
         let id = StreamId::generate();

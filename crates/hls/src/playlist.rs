@@ -1,5 +1,6 @@
 //! The live media playlist (RFC 8216 §4.3.3, §6.2.1): a sliding window of segments, rendered once
-//! per change. Listed segments are held in memory; retired ones until a file holds them.
+//! per change. Segments are held in memory until a file holds them: retired ones always, listed
+//! ones once the stream's segments in memory pass its memory budget (oldest first).
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -22,7 +23,13 @@ pub struct Segment {
 #[derive(Debug, Clone)]
 struct Listed {
     sequence: u64,
-    segment: Segment,
+    duration_ms: i64,
+    discontinuity: bool,
+    started_at: SystemTime,
+    /// `None` once a file holds its bytes (see [`Playlist::spilled`]).
+    data: Option<Bytes>,
+    /// Its bytes were handed out to be written to a file.
+    spilling: bool,
 }
 
 /// A segment that left the window.
@@ -46,8 +53,8 @@ pub struct Pushed {
     /// The new target duration, when this segment raised it (its rounded duration exceeds the old
     /// one: RFC 8216 §4.3.3.1).
     pub raised_target: Option<u64>,
-    /// Segments that left the window: served from memory until [`Playlist::spilled`] says a file
-    /// holds them.
+    /// Segments to write to files: those that left the window, and listed ones over the memory
+    /// budget. Served from memory until [`Playlist::spilled`] says a file holds them.
     pub retired: Vec<(u64, Bytes)>,
     /// Spilled segments past their retention: their files can go.
     pub expired: Vec<u64>,
@@ -60,6 +67,8 @@ pub struct Playlist {
     /// URI prefix of segments, relative to the playlist: `live_stream_<id>_hls/`.
     prefix: String,
     window: usize,
+    /// Bytes of segments held in memory past which the oldest listed ones go to files.
+    max_memory: usize,
     target_duration: u64,
     listed: VecDeque<Listed>,
     retired: VecDeque<Retired>,
@@ -70,11 +79,24 @@ pub struct Playlist {
 }
 
 impl Playlist {
-    /// An empty playlist whose first segment gets `first_sequence`.
+    /// An empty playlist whose first segment gets `first_sequence`; no memory budget.
     pub fn new(prefix: String, window: usize, target_duration_sec: u64, first_sequence: u64) -> Self {
+        Self::with_memory_budget(prefix, window, target_duration_sec, first_sequence, usize::MAX)
+    }
+
+    /// An empty playlist that keeps at most about `max_memory` bytes of segments in memory: past
+    /// that, the oldest listed segments (never the newest) are handed out to be written to files.
+    pub fn with_memory_budget(
+        prefix: String,
+        window: usize,
+        target_duration_sec: u64,
+        first_sequence: u64,
+        max_memory: usize,
+    ) -> Self {
         Self {
             prefix,
             window: window.max(1),
+            max_memory,
             target_duration: target_duration_sec.max(1),
             listed: VecDeque::new(),
             retired: VecDeque::new(),
@@ -104,22 +126,29 @@ impl Playlist {
         }
         self.listed.push_back(Listed {
             sequence: self.next_sequence,
-            segment,
+            duration_ms: segment.duration_ms,
+            discontinuity: segment.discontinuity,
+            started_at: segment.started_at,
+            data: Some(segment.data),
+            spilling: false,
         });
         self.next_sequence += 1;
         while self.listed.len() > self.window {
             if let Some(old) = self.listed.pop_front() {
                 // Leaving the window with its tag: the count moves to the sequence (§4.3.3.3).
-                if old.segment.discontinuity {
+                if old.discontinuity {
                     self.discontinuity_sequence += 1;
                 }
-                pushed.retired.push((old.sequence, old.segment.data.clone()));
+                if let (Some(data), false) = (&old.data, old.spilling) {
+                    pushed.retired.push((old.sequence, data.clone()));
+                }
                 self.retired.push_back(Retired {
                     sequence: old.sequence,
-                    data: Some(old.segment.data),
+                    data: old.data,
                 });
             }
         }
+        self.keep_to_memory_budget(&mut pushed);
         // RFC 8216 §6.2.2: a removed segment stays available for its own duration plus the
         // playlist's, so one segment more than the window.
         while self.retired.len() > self.window + 1 {
@@ -131,9 +160,37 @@ impl Playlist {
         pushed
     }
 
-    /// A file now holds this retired segment: its memory can go. False if it expired meanwhile
-    /// (the file is not needed).
+    /// Hands the oldest listed segments held in memory out to files while the segments in
+    /// memory weigh more than the budget. The newest stays: players ask for it first.
+    fn keep_to_memory_budget(&mut self, pushed: &mut Pushed) {
+        // Segments already handed out (retired ones, writes in flight) are counted as gone: each
+        // is handed out once, and a failed write leaves it in memory rather than lose it.
+        let mut memory: usize = self
+            .listed
+            .iter()
+            .filter(|l| !l.spilling)
+            .map(|l| l.data.as_ref().map_or(0, Bytes::len))
+            .sum();
+        let newest = self.listed.len().saturating_sub(1);
+        for listed in self.listed.iter_mut().take(newest) {
+            if memory <= self.max_memory {
+                break;
+            }
+            if let (Some(data), false) = (&listed.data, listed.spilling) {
+                listed.spilling = true;
+                memory = memory.saturating_sub(data.len());
+                pushed.retired.push((listed.sequence, data.clone()));
+            }
+        }
+    }
+
+    /// A file now holds this segment: its memory can go. False if it expired meanwhile (the file
+    /// is not needed).
     pub fn spilled(&mut self, sequence: u64) -> bool {
+        if let Some(listed) = self.listed.iter_mut().find(|l| l.sequence == sequence) {
+            listed.data = None;
+            return true;
+        }
         match self.retired.iter_mut().find(|r| r.sequence == sequence) {
             Some(retired) => {
                 retired.data = None;
@@ -157,7 +214,7 @@ impl Playlist {
     /// A listed or recently retired segment.
     pub fn segment(&self, sequence: u64) -> Option<Stored> {
         if let Some(listed) = self.listed.iter().find(|l| l.sequence == sequence) {
-            return Some(Stored::Memory(listed.segment.data.clone()));
+            return Some(listed.data.clone().map_or(Stored::Spilled, Stored::Memory));
         }
         let retired = self.retired.iter().find(|r| r.sequence == sequence)?;
         Some(retired.data.clone().map_or(Stored::Spilled, Stored::Memory))
@@ -173,16 +230,15 @@ impl Playlist {
             self.target_duration, first.sequence, self.discontinuity_sequence
         );
         for listed in &self.listed {
-            let segment = &listed.segment;
-            if segment.discontinuity {
+            if listed.discontinuity {
                 text.push_str("#EXT-X-DISCONTINUITY\n");
             }
             let _ = write!(
                 text,
                 "#EXT-X-PROGRAM-DATE-TIME:{}\n#EXTINF:{}.{:03},\n{}{}.ts\n",
-                iso8601(segment.started_at),
-                segment.duration_ms / 1000,
-                segment.duration_ms % 1000,
+                iso8601(listed.started_at),
+                listed.duration_ms / 1000,
+                listed.duration_ms % 1000,
                 self.prefix,
                 listed.sequence
             );
@@ -280,6 +336,50 @@ mod tests {
             String::from_utf8(playlist.text().unwrap().to_vec())
                 .unwrap()
                 .ends_with("#EXT-X-ENDLIST\n")
+        );
+    }
+
+    fn weighing(bytes: usize) -> Segment {
+        Segment {
+            data: Bytes::from(vec![0x47; bytes]),
+            ..segment(2000, false)
+        }
+    }
+
+    /// Whatever the segments weigh, the playlist holds about its budget in memory: the oldest
+    /// listed segments go to files (still listed, served from there), the newest never does.
+    #[test]
+    fn listed_segments_over_the_memory_budget_go_to_files_oldest_first() {
+        let mut playlist = Playlist::with_memory_budget("p/".into(), 6, 2, 0, 2500);
+        assert!(playlist.push(weighing(1000)).retired.is_empty());
+        assert!(playlist.push(weighing(1000)).retired.is_empty());
+        let pushed = playlist.push(weighing(1000));
+        assert_eq!(pushed.retired.iter().map(|r| r.0).collect::<Vec<_>>(), [0]);
+        // Not handed out twice while its write is in flight.
+        assert_eq!(
+            playlist
+                .push(weighing(1000))
+                .retired
+                .iter()
+                .map(|r| r.0)
+                .collect::<Vec<_>>(),
+            [1]
+        );
+        assert!(playlist.spilled(0));
+        assert_eq!(playlist.segment(0), Some(Stored::Spilled));
+        assert!(matches!(playlist.segment(3), Some(Stored::Memory(_))));
+        let text = String::from_utf8(playlist.text().unwrap().to_vec()).unwrap();
+        assert!(text.contains("p/0.ts\n"), "still listed: {text}");
+        // A single segment over the budget stays in memory: it is the newest.
+        let mut big = Playlist::with_memory_budget("p/".into(), 6, 2, 0, 10);
+        assert!(big.push(weighing(1000)).retired.is_empty());
+        assert_eq!(
+            big.push(weighing(1000))
+                .retired
+                .iter()
+                .map(|r| r.0)
+                .collect::<Vec<_>>(),
+            [0]
         );
     }
 

@@ -1,12 +1,18 @@
 //! Cuts the stream into segments: at the first video keyframe after the target duration (so each
 //! segment starts with a keyframe and PAT/PMT), or on time for audio-only streams.
 //!
+//! A publisher that sends no keyframe, or timestamps that do not advance, would keep one segment
+//! open, and its frames in memory, for as long as it publishes: a segment is also closed without
+//! a keyframe once it holds [`SegmentLimits::max_bytes`] of media or has been open for
+//! [`SegmentLimits::max_duration`] (of media time or of wall time). The next segment then starts
+//! on whatever frame comes, which players decode once a keyframe arrives.
+//!
 //! An open segment holds its frames (references to the payloads the stream's GOP cache holds
 //! anyway) and is muxed to MPEG-TS when it closes, in one pass: holding the growing TS instead
 //! would keep every byte of the current GOP twice. Muxing a 2 s segment takes about 0.1 ms.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use oxcast_core::BusEvent;
 use oxcast_media::{AacConfig, AvcConfig, Frame, MediaEvent, Track};
@@ -32,12 +38,58 @@ struct Open {
     last_dts: i64,
     discontinuity: bool,
     started_at: SystemTime,
+    /// When it opened, for the wall-time bound.
+    opened: Instant,
+    /// Media bytes in it.
+    bytes: usize,
+}
+
+/// When a segment is closed even without a keyframe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentLimits {
+    pub max_bytes: usize,
+    pub max_duration: Duration,
+}
+
+impl Default for SegmentLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: 16 << 20,
+            max_duration: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a segment was closed without a keyframe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForcedCut {
+    /// It reached [`SegmentLimits::max_bytes`].
+    Size,
+    /// It lasted [`SegmentLimits::max_duration`] of media time without a keyframe.
+    NoKeyframe,
+    /// It was open for [`SegmentLimits::max_duration`] of wall time: the timestamps do not advance.
+    StalledTimestamps,
+}
+
+impl std::fmt::Display for ForcedCut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ForcedCut::Size => "it reached hls.max_segment_bytes without a keyframe",
+            ForcedCut::NoKeyframe => "the encoder sent no keyframe for hls.max_segment_sec",
+            ForcedCut::StalledTimestamps => {
+                "the encoder's timestamps did not advance for hls.max_segment_sec of wall time"
+            }
+        })
+    }
 }
 
 /// Turns bus events into finished segments.
 #[derive(Debug)]
 pub struct Segmenter {
     target_ms: i64,
+    limits: SegmentLimits,
+    /// The last segment was closed without a keyframe: the next frame, whatever it is, opens one.
+    open_on_any_frame: bool,
     video: Option<Arc<AvcConfig>>,
     audio: Option<Arc<AacConfig>>,
     muxer: Option<TsMuxer>,
@@ -53,12 +105,21 @@ pub struct Segmenter {
     capacity_hint: usize,
     /// Frames that could not be muxed (a malformed NAL unit length): counted, not fatal.
     pub dropped_frames: u64,
+    /// Segments closed without a keyframe, and why the last one was.
+    pub forced_cuts: u64,
+    pub last_forced: Option<ForcedCut>,
 }
 
 impl Segmenter {
     pub fn new(target_ms: i64) -> Self {
+        Self::with_limits(target_ms, SegmentLimits::default())
+    }
+
+    pub fn with_limits(target_ms: i64, limits: SegmentLimits) -> Self {
         Self {
             target_ms: target_ms.max(1),
+            limits,
+            open_on_any_frame: false,
             video: None,
             audio: None,
             muxer: None,
@@ -70,6 +131,8 @@ impl Segmenter {
             last_video_dts: None,
             capacity_hint: 64 * PACKET_LEN,
             dropped_frames: 0,
+            forced_cuts: 0,
+            last_forced: None,
         }
     }
 
@@ -124,12 +187,14 @@ impl Segmenter {
         if let Some(last) = self.last_video_dts.replace(frame.dts) {
             self.frame_step_ms = (frame.dts - last).clamp(1, 1000);
         }
+        self.open_if_forced(frame.dts);
         let open = self.open.as_mut()?;
         open.last_dts = open.last_dts.max(frame.dts);
+        open.bytes += frame.data.len();
         // Audio that arrived first is older: it goes out before this frame.
         self.audio_batch.flush(&mut open.content);
         open.content.push(Pes::Video(frame));
-        closed
+        closed.or_else(|| self.cut_if_over_limits())
     }
 
     fn audio_frame(&mut self, frame: Frame) -> Option<Segment> {
@@ -140,13 +205,42 @@ impl Segmenter {
         } else {
             None
         };
+        self.open_if_forced(frame.dts);
         // With video, audio waits for the first keyframe's segment.
         let open = self.open.as_mut()?;
         open.last_dts = open.last_dts.max(frame.dts);
+        open.bytes += frame.data.len();
         if self.audio_batch.push(frame) {
             self.audio_batch.flush(&mut open.content);
         }
-        closed
+        closed.or_else(|| self.cut_if_over_limits())
+    }
+
+    /// After a segment closed without a keyframe, the next frame opens the next one.
+    fn open_if_forced(&mut self, dts: i64) {
+        if self.open.is_none() && std::mem::take(&mut self.open_on_any_frame) {
+            self.start(dts);
+        }
+    }
+
+    /// Closes the open segment, keyframe or not, when it is over a limit.
+    fn cut_if_over_limits(&mut self) -> Option<Segment> {
+        let open = self.open.as_ref()?;
+        let limits = self.limits;
+        let max_ms = i64::try_from(limits.max_duration.as_millis()).unwrap_or(i64::MAX);
+        let why = if open.bytes >= limits.max_bytes {
+            ForcedCut::Size
+        } else if open.last_dts - open.start_dts >= max_ms {
+            ForcedCut::NoKeyframe
+        } else if open.opened.elapsed() >= limits.max_duration {
+            ForcedCut::StalledTimestamps
+        } else {
+            return None;
+        };
+        self.forced_cuts += 1;
+        self.last_forced = Some(why);
+        self.open_on_any_frame = true;
+        self.close(None)
     }
 
     /// At a possible segment start: closes the open segment and starts the next when the target
@@ -179,6 +273,8 @@ impl Segmenter {
             last_dts: dts,
             discontinuity: std::mem::take(&mut self.discontinuity),
             started_at: SystemTime::now(),
+            opened: Instant::now(),
+            bytes: 0,
         });
     }
 
@@ -192,9 +288,15 @@ impl Segmenter {
             _ => self.frame_step_ms,
         };
         let end = next_start.unwrap_or(open.last_dts + step);
+        // Timestamps that did not move say nothing of the segment's length: the wall clock does.
+        let duration_ms = if open.last_dts > open.start_dts || next_start.is_some() {
+            end - open.start_dts
+        } else {
+            i64::try_from(open.opened.elapsed().as_millis()).unwrap_or(i64::MAX)
+        };
         let data = self.mux(open.content);
         Some(Segment {
-            duration_ms: (end - open.start_dts).max(1),
+            duration_ms: duration_ms.max(1),
             discontinuity: open.discontinuity,
             started_at: open.started_at,
             data: data.into(),

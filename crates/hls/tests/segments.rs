@@ -7,7 +7,9 @@ use mpeg2ts::pes::{PesPacketReader, ReadPesPacket};
 use mpeg2ts::ts::{ReadTsPacket, TsPacketReader, TsPayload};
 use oxcast_core::BusEvent;
 use oxcast_hls::playlist::Segment;
-use oxcast_hls::segmenter::Segmenter;
+use std::time::Duration;
+
+use oxcast_hls::segmenter::{ForcedCut, SegmentLimits, Segmenter};
 use oxcast_hls::ts::{AUDIO_PID, PACKET_LEN, VIDEO_PID};
 use oxcast_media::flv::file_tags;
 use oxcast_media::{Demuxer, MediaEvent, Track};
@@ -192,4 +194,116 @@ fn a_new_publisher_marks_a_discontinuity() {
     for segment in &segments {
         assert!(read(&segment.data).keyframe_first);
     }
+}
+
+/// The fixture's configurations and first keyframe, then `count` inter frames of `bytes` each,
+/// at `step_ms` apart (0: every timestamp the same).
+fn one_keyframe_then(count: usize, bytes: usize, step_ms: i64) -> Vec<BusEvent> {
+    let mut out = Vec::new();
+    let mut keyframe = None;
+    for event in events(&[Track::Video, Track::Audio], 0) {
+        match event {
+            BusEvent::Media(MediaEvent::Frame(f)) if f.track == Track::Video && f.keyframe => {
+                keyframe = Some(f);
+                break;
+            }
+            BusEvent::Media(MediaEvent::Frame(_)) => {}
+            config => out.push(config),
+        }
+    }
+    let keyframe = keyframe.unwrap();
+    out.push(BusEvent::Media(MediaEvent::Frame(keyframe.clone())));
+    // One NAL unit (a non-IDR slice) filling the frame: a length prefix, then its bytes.
+    let mut nal = (bytes as u32 - 4).to_be_bytes().to_vec();
+    nal.push(0x41);
+    nal.resize(bytes, 0x5A);
+    let nal = Bytes::from(nal);
+    for i in 0..count {
+        let mut frame = keyframe.clone();
+        frame.keyframe = false;
+        frame.dts += step_ms * (i as i64 + 1);
+        frame.pts = frame.dts;
+        frame.data = nal.clone();
+        out.push(BusEvent::Media(MediaEvent::Frame(frame)));
+    }
+    out
+}
+
+/// A publisher that sends one keyframe and then only large frames, all at the same timestamp,
+/// must not keep one segment open, and its frames in memory, for as long as it publishes.
+#[test]
+fn without_keyframes_or_advancing_timestamps_segments_close_by_size() {
+    let limits = SegmentLimits {
+        max_bytes: 8 << 20,
+        max_duration: Duration::from_secs(3600),
+    };
+    let mut segmenter = Segmenter::with_limits(2000, limits);
+    let mut segments = Vec::new();
+    for event in one_keyframe_then(40, 1 << 20, 0) {
+        segments.extend(segmenter.push(event));
+    }
+    // The keyframe and 40 frames of 1 MiB, closed as each segment reaches 8 MiB: five segments.
+    assert_eq!(
+        segments.len(),
+        5,
+        "{:?}",
+        segments.iter().map(|s| s.data.len()).collect::<Vec<_>>()
+    );
+    for segment in &segments {
+        // 8 MiB of frames and their TS packaging (about 2%).
+        assert!(
+            segment.data.len() < (9 << 20) + (9 << 20) / 50,
+            "{}",
+            segment.data.len()
+        );
+        assert!(segment.duration_ms >= 1, "{}", segment.duration_ms);
+    }
+    assert_eq!(segmenter.forced_cuts, 5);
+    assert_eq!(segmenter.last_forced, Some(ForcedCut::Size));
+    // Every frame is in a segment once: the keyframe and 8 frames, then 8 in each of the others.
+    let frames: usize = segments.iter().map(|s| read(&s.data).video_frames).sum();
+    assert_eq!(frames, 41);
+    assert!(read(&segments[0].data).keyframe_first);
+    assert!(!read(&segments[1].data).keyframe_first);
+}
+
+#[test]
+fn without_keyframes_segments_close_after_the_longest_duration() {
+    let limits = SegmentLimits {
+        max_bytes: usize::MAX,
+        max_duration: Duration::from_secs(6),
+    };
+    let mut segmenter = Segmenter::with_limits(2000, limits);
+    let mut segments = Vec::new();
+    // 20 s of small inter frames at 30 fps after one keyframe.
+    for event in one_keyframe_then(600, 1000, 33) {
+        segments.extend(segmenter.push(event));
+    }
+    let durations: Vec<i64> = segments.iter().map(|s| s.duration_ms).collect();
+    assert_eq!(durations.len(), 3, "{durations:?}");
+    assert!(
+        durations.iter().all(|d| (6000..=6100).contains(d)),
+        "{durations:?}"
+    );
+    assert_eq!(segmenter.last_forced, Some(ForcedCut::NoKeyframe));
+}
+
+#[test]
+fn stalled_timestamps_close_a_segment_after_the_longest_duration_of_wall_time() {
+    let limits = SegmentLimits {
+        max_bytes: usize::MAX,
+        max_duration: Duration::from_millis(200),
+    };
+    let mut segmenter = Segmenter::with_limits(2000, limits);
+    let mut segments = Vec::new();
+    for (i, event) in one_keyframe_then(4, 1000, 0).into_iter().enumerate() {
+        if i > 2 {
+            std::thread::sleep(Duration::from_millis(120));
+        }
+        segments.extend(segmenter.push(event));
+    }
+    assert!(!segments.is_empty());
+    assert_eq!(segmenter.last_forced, Some(ForcedCut::StalledTimestamps));
+    // Its length is the wall time it was open, not the zero its timestamps say.
+    assert!(segments[0].duration_ms >= 200, "{}", segments[0].duration_ms);
 }
