@@ -35,6 +35,19 @@ fn now_ms() -> u64 {
     u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()
 }
 
+/// A server whose relays may reach the loopback destinations these tests start
+/// (`simulcast.allow_private_destinations` is off by default), with `env` besides.
+fn relaying_server(mut env: Vec<(String, String)>) -> Server {
+    env.push((
+        "OXCAST__SIMULCAST__ALLOW_PRIVATE_DESTINATIONS".to_owned(),
+        "true".to_owned(),
+    ));
+    Server::start_with(Options {
+        env,
+        args: Vec::new(),
+    })
+}
+
 /// Adds a simulcast output to `uri` with `key`; returns its id.
 fn relay_to(server: &Server, id: &str, uri: &str, key: &str) -> String {
     add_output(
@@ -368,7 +381,7 @@ impl HlsWatch {
 fn two_destinations_receive_every_frame() {
     let mut a = Destination::start();
     let mut b = Destination::start();
-    let server = Server::start();
+    let server = relaying_server(Vec::new());
     let s = server.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 2}));
     let id = s["id"].as_str().unwrap();
     let oa = relay_to(&server, id, &a.url(), "a");
@@ -430,7 +443,7 @@ fn two_destinations_receive_every_frame() {
 fn a_destination_that_drops_comes_back_and_the_others_see_no_gap() {
     let mut a = Destination::start();
     let mut b = Destination::start();
-    let server = Server::start();
+    let server = relaying_server(Vec::new());
     let s = server.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 2}));
     let id = s["id"].as_str().unwrap();
     let url = hls_url(&s);
@@ -529,7 +542,7 @@ fn a_destination_that_drops_comes_back_and_the_others_see_no_gap() {
 fn a_destination_that_never_answers_delays_nobody() {
     let hole = BlackHole::start();
     let mut nginx = Destination::start();
-    let server = Server::start();
+    let server = relaying_server(Vec::new());
     // Long enough after the publish for a relay's connect or handshake timeout to show.
     let s = server.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 8}));
     let id = s["id"].as_str().unwrap();
@@ -597,10 +610,7 @@ fn rtmps_reaches_a_tls_destination() {
     // The setting `simulcast.ca_file`: a PEM file of certificates the relay trusts for `rtmps://`
     // destinations, besides the system's roots.
     let ca = nginx.ca_file().display().to_string();
-    let server = Server::start_with(Options {
-        env: vec![("OXCAST__SIMULCAST__CA_FILE".to_owned(), ca)],
-        args: Vec::new(),
-    });
+    let server = relaying_server(vec![("OXCAST__SIMULCAST__CA_FILE".to_owned(), ca)]);
     let s = server.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 2}));
     let id = s["id"].as_str().unwrap();
     let oid = relay_to(&server, id, &nginx.tls_url(), "s");
@@ -614,7 +624,7 @@ fn rtmps_reaches_a_tls_destination() {
     wait_outputs_idle(&server, id);
 
     // Without that CA the certificate is not trusted: the relay does not publish, and says why.
-    let untrusting = Server::start();
+    let untrusting = relaying_server(Vec::new());
     let s = untrusting.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 4}));
     let id = s["id"].as_str().unwrap();
     let refused = relay_to(&untrusting, id, &nginx.tls_url(), "untrusted");
@@ -644,7 +654,7 @@ fn rtmps_reaches_a_tls_destination() {
 fn simulcast_outputs_can_be_added_and_deleted_while_live() {
     let mut a = Destination::start();
     let mut b = Destination::start();
-    let server = Server::start();
+    let server = relaying_server(Vec::new());
     let s = server.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 2}));
     let id = s["id"].as_str().unwrap();
     let ob = relay_to(&server, id, &b.url(), "b");
@@ -743,4 +753,59 @@ fn simulcast_outputs_can_be_added_and_deleted_while_live() {
         "A has part of the stream: {video} of {}",
         source.0
     );
+}
+
+/// A relay reaches only public addresses unless `simulcast.allow_private_destinations` says
+/// otherwise: an admin-credential holder cannot make the server connect to its own ports or its
+/// network, and `last_error` says why nothing is relayed. With the setting on, the same
+/// destination is relayed to.
+#[test]
+fn a_destination_on_a_private_address_is_refused_by_default() {
+    let mut nginx = Destination::start();
+    let strict = Server::start();
+    let s = strict.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 2}));
+    let id = s["id"].as_str().unwrap();
+    let refused = relay_to(&strict, id, &nginx.url(), "private");
+    let mut ffmpeg = encoder(&publish_url(&s), 6, "320x240", 2, "va");
+    let mut watch = Watch::new(&strict, id);
+    watch_publish(&mut watch, &mut ffmpeg, |_| {});
+    for (at, o) in watch.of(&refused, Duration::ZERO) {
+        assert_ne!(o["status"], "live", "at {at:?}: {}", watch.history(&refused));
+    }
+    let said = watch
+        .of(&refused, Duration::ZERO)
+        .find_map(|(_, o)| o["last_error"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| {
+            panic!(
+                "a refused destination has a last_error; {}",
+                watch.history(&refused)
+            )
+        });
+    assert!(
+        said.contains("127.0.0.1")
+            && said.contains("loopback")
+            && said.contains("simulcast.allow_private_destinations"),
+        "{said}"
+    );
+    strict.wait_status(id, "idle", LIMIT);
+    assert!(
+        nginx.recordings_of("private").is_empty(),
+        "nothing reached the destination"
+    );
+
+    let allowing = relaying_server(Vec::new());
+    let s = allowing.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 2}));
+    let id = s["id"].as_str().unwrap();
+    let oid = relay_to(&allowing, id, &nginx.url(), "allowed");
+    let mut ffmpeg = encoder(&publish_url(&s), 6, "320x240", 2, "va");
+    let mut watch = Watch::new(&allowing, id);
+    watch_publish(&mut watch, &mut ffmpeg, |_| {});
+    assert!(
+        watch.first(&oid, "live", Duration::ZERO).is_some(),
+        "allowed, the relay goes live; {}",
+        watch.history(&oid)
+    );
+    allowing.wait_status(id, "idle", LIMIT);
+    nginx.stop();
+    assert!(!nginx.recordings_of("allowed").is_empty());
 }

@@ -28,11 +28,15 @@ use crate::destination::Destination;
 pub struct SimulcastConfig {
     /// PEM certificates trusted for `rtmps://` besides the public roots (a private CA, a test).
     pub ca_file: Option<PathBuf>,
+    /// Relays may connect to loopback, private and link-local addresses (off by default: see
+    /// `destination::non_public`).
+    pub allow_private_destinations: bool,
 }
 
 /// Every running relay, by output.
 pub struct Relays {
     tls: Arc<rustls::ClientConfig>,
+    allow_private: bool,
     running: Mutex<HashMap<OutputId, Running>>,
 }
 
@@ -80,6 +84,7 @@ impl Relays {
             .with_no_client_auth();
         Ok(Self {
             tls: Arc::new(tls),
+            allow_private: config.allow_private_destinations,
             running: Mutex::new(HashMap::new()),
         })
     }
@@ -123,6 +128,7 @@ impl Relays {
                 status: Arc::clone(&status),
                 stop: stop.clone(),
                 tls: Arc::clone(&self.tls),
+                allow_private: self.allow_private,
             };
             tokio::spawn(relay::run(relay, Arc::clone(bus)));
             running.insert(

@@ -16,7 +16,7 @@ use tokio::time::timeout;
 use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
 
-use crate::destination::Destination;
+use crate::destination::{self, Destination};
 use crate::flv;
 
 /// TCP connect, and TLS with it.
@@ -36,6 +36,8 @@ pub(crate) struct Relay {
     /// The output was deleted or changed: close at once.
     pub(crate) stop: CancellationToken,
     pub(crate) tls: Arc<rustls::ClientConfig>,
+    /// May connect to non-public addresses.
+    pub(crate) allow_private: bool,
 }
 
 /// How a connection ended.
@@ -120,7 +122,12 @@ async fn publish(relay: &Relay, mut subscriber: Subscriber) -> Outcome {
         was_live: false,
     };
     let destination = &relay.destination;
-    let stream = match timeout(CONNECT_TIMEOUT, connect(destination, &relay.tls)).await {
+    let stream = match timeout(
+        CONNECT_TIMEOUT,
+        connect(destination, &relay.tls, relay.allow_private),
+    )
+    .await
+    {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => return failed(e),
         Err(_) => return failed(format!("no connection within {CONNECT_TIMEOUT:?}")),
@@ -213,11 +220,12 @@ async fn publish(relay: &Relay, mut subscriber: Subscriber) -> Outcome {
     }
 }
 
-async fn connect(destination: &Destination, tls: &Arc<rustls::ClientConfig>) -> Result<Box<dyn Io>, String> {
-    let address = (destination.host.as_str(), destination.port);
-    let tcp = TcpStream::connect(address)
-        .await
-        .map_err(|e| format!("connect {}:{}: {e}", destination.host, destination.port))?;
+async fn connect(
+    destination: &Destination,
+    tls: &Arc<rustls::ClientConfig>,
+    allow_private: bool,
+) -> Result<Box<dyn Io>, String> {
+    let tcp = connect_tcp(destination, allow_private).await?;
     let _ = tcp.set_nodelay(true);
     if !destination.tls {
         return Ok(Box::new(tcp));
@@ -229,6 +237,37 @@ async fn connect(destination: &Destination, tls: &Arc<rustls::ClientConfig>) -> 
         .await
         .map_err(|e| format!("TLS with {}: {e}", destination.host))?;
     Ok(Box::new(stream))
+}
+
+/// A TCP connection to one of the addresses the destination's host resolves to. Addresses are
+/// checked after resolution, and the connection goes to the checked address (no second lookup a
+/// DNS answer could change in between).
+async fn connect_tcp(destination: &Destination, allow_private: bool) -> Result<TcpStream, String> {
+    let (host, port) = (destination.host.as_str(), destination.port);
+    let resolved: Vec<_> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .collect();
+    let mut refused = None;
+    let mut last_error = None;
+    for address in resolved {
+        if !allow_private && let Some(kind) = destination::non_public(address.ip()) {
+            refused.get_or_insert((address.ip(), kind));
+            continue;
+        }
+        match TcpStream::connect(address).await {
+            Ok(tcp) => return Ok(tcp),
+            Err(e) => last_error = Some(format!("connect {host}:{port} ({}): {e}", address.ip())),
+        }
+    }
+    Err(match (last_error, refused) {
+        (Some(e), _) => e,
+        (None, Some((ip, kind))) => format!(
+            "refused to connect to {host}: it resolves to {ip}, {kind}; relays reach only public \
+             addresses unless simulcast.allow_private_destinations is true"
+        ),
+        (None, None) => format!("{host} resolves to no address"),
+    })
 }
 
 /// Writes what the session has to send, all its pieces (chunk headers, payload slices) in vectored
