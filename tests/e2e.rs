@@ -29,6 +29,10 @@ mod ingest;
 mod lifecycle;
 #[path = "e2e/publisher.rs"]
 mod publisher;
+#[path = "e2e/rtmp_client.rs"]
+mod rtmp_client;
+#[path = "e2e/rtmp_limits.rs"]
+mod rtmp_limits;
 #[path = "e2e/simulcast.rs"]
 mod simulcast;
 #[path = "e2e/startup.rs"]

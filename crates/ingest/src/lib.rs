@@ -2,9 +2,13 @@
 //! a task driving `oxcast_rtmp::ServerSession`, checking the key against the registry, and putting
 //! the demuxed media on the stream's bus.
 //!
-//! A connection that does not finish the handshake in time, or sends no media for a while, is
-//! closed; so is one whose key is unknown (after telling the encoder why). Nothing one connection
-//! does reaches another: a bad key, a parse error or a slow socket costs only that connection.
+//! A connection that does not finish the handshake in time, is not publishing within its
+//! deadline, or sends no media for a while, is closed; so is one whose key is unknown (after
+//! telling the encoder why). One address may hold only so many connections that are not
+//! publishing yet, so nobody takes every slot. Nothing one connection does reaches another: a bad
+//! key, a parse error or a slow socket costs only that connection.
+
+mod pending;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,7 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use oxcast_core::{PublishRefused, Publisher, Registry};
-use oxcast_media::Demuxer;
+use oxcast_media::{Demuxer, MediaEvent, TimestampGuard};
 use oxcast_rtmp::{PublishRejection, ServerConfig, ServerEvent, ServerSession, SessionError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -30,8 +34,13 @@ pub struct IngestConfig {
     pub handshake_timeout: Duration,
     /// A connection that sends no media (or, before publishing, makes no progress) for this long is closed.
     pub no_media_timeout: Duration,
+    /// From accept to an accepted publish, whatever the connection does meanwhile.
+    pub publish_timeout: Duration,
     /// Connections served at once; more are closed on accept.
     pub max_connections: usize,
+    /// Connections from one address (IPv6: one /64) that are not publishing yet; more are closed
+    /// on accept.
+    pub max_pending_per_ip: usize,
 }
 
 /// A socket write that takes longer than this means the encoder stopped reading.
@@ -48,6 +57,7 @@ pub async fn serve(
 ) {
     let config = Arc::new(config);
     let permits = Arc::new(Semaphore::new(config.max_connections));
+    let pending = pending::PendingPeers::new(config.max_pending_per_ip);
     let tracker = TaskTracker::new();
     loop {
         let accepted = tokio::select! {
@@ -67,11 +77,15 @@ pub async fn serve(
             tracing::warn!(%peer, max = config.max_connections, "RTMP connection refused: too many connections");
             continue;
         };
+        let Some(slot) = pending.admit(peer.ip()) else {
+            pending.refused(peer);
+            continue;
+        };
         let (registry, config, shutdown) = (registry.clone(), config.clone(), shutdown.clone());
         tracker.spawn(async move {
             let _permit = permit;
             let _ = socket.set_nodelay(true);
-            let mut connection = Connection::new(socket, peer, registry, config);
+            let mut connection = Connection::new(socket, peer, registry, config, slot);
             let result = connection.run(&shutdown).await;
             connection.finish(result).await;
         });
@@ -117,6 +131,8 @@ enum Close {
     Io(std::io::Error),
     Protocol(SessionError),
     HandshakeTimeout,
+    /// Connected for the whole publish deadline without an accepted publish.
+    PublishTimeout,
     NoMedia,
     WrongApp(String),
     UnknownKey,
@@ -133,9 +149,16 @@ struct Connection {
     config: Arc<IngestConfig>,
     session: ServerSession,
     demuxer: Demuxer,
+    /// Keeps the publisher's timestamps sane for the outputs.
+    timestamps: TimestampGuard,
     publisher: Option<Publisher>,
+    /// Counts this connection against its address's cap until a publish is accepted.
+    pending: Option<pending::PendingSlot>,
+    /// When the connection was accepted: the publish deadline runs from here.
+    accepted: Instant,
     /// When the connection last made progress: handshake, commands, media.
     progress: Instant,
+    timestamp_jumps_logged: bool,
     media_error_logged: bool,
     skipped_logged: bool,
     /// Set once publishing starts: see [`LowWater`].
@@ -193,6 +216,13 @@ impl LowWater {
     }
 }
 
+/// Milliseconds on a monotonic clock, for the timestamp guard.
+fn clock_ms() -> i64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    i64::try_from(start.elapsed().as_millis()).unwrap_or(i64::MAX)
+}
+
 /// SO_RCVLOWAT: epoll reports the socket readable only once this many bytes wait.
 #[allow(unsafe_code)]
 fn set_receive_low_water(socket: &TcpStream, bytes: usize) -> std::io::Result<()> {
@@ -218,7 +248,13 @@ fn set_receive_low_water(socket: &TcpStream, bytes: usize) -> std::io::Result<()
 }
 
 impl Connection {
-    fn new(socket: TcpStream, peer: SocketAddr, registry: Arc<Registry>, config: Arc<IngestConfig>) -> Self {
+    fn new(
+        socket: TcpStream,
+        peer: SocketAddr,
+        registry: Arc<Registry>,
+        config: Arc<IngestConfig>,
+        pending: pending::PendingSlot,
+    ) -> Self {
         Self {
             socket,
             peer,
@@ -226,8 +262,12 @@ impl Connection {
             config,
             session: ServerSession::new(ServerConfig::default()),
             demuxer: Demuxer::new(),
+            timestamps: TimestampGuard::new(),
             publisher: None,
+            pending: Some(pending),
+            accepted: Instant::now(),
             progress: Instant::now(),
+            timestamp_jumps_logged: false,
             media_error_logged: false,
             skipped_logged: false,
             low_water: None,
@@ -235,16 +275,22 @@ impl Connection {
     }
 
     async fn run(&mut self, shutdown: &CancellationToken) -> Close {
-        let started = Instant::now();
         // Only the handshake (3 KiB) is read through this; everything after goes straight into the
         // session's buffer.
         let mut buf = [0u8; HANDSHAKE_READ];
         loop {
             let handshaking = self.session.is_handshaking();
-            let deadline = if handshaking {
-                started + self.config.handshake_timeout
+            let publish_due = self.accepted + self.config.publish_timeout;
+            let (deadline, expired) = if handshaking {
+                (
+                    self.accepted + self.config.handshake_timeout,
+                    Close::HandshakeTimeout,
+                )
+            } else if self.publisher.is_none() && publish_due < self.progress + self.config.no_media_timeout {
+                // Commands keep a connection alive only until its publish deadline.
+                (publish_due, Close::PublishTimeout)
             } else {
-                self.progress + self.config.no_media_timeout
+                (self.progress + self.config.no_media_timeout, Close::NoMedia)
             };
             let stopped = async {
                 match &self.publisher {
@@ -268,9 +314,7 @@ impl Connection {
                         None => self.socket.read(&mut buf).await,
                     }
                 } => read,
-                () = sleep_until(deadline) => {
-                    return if handshaking { Close::HandshakeTimeout } else { Close::NoMedia };
-                }
+                () = sleep_until(deadline) => return expired,
                 () = stopped => return Close::Replaced,
                 () = shutdown.cancelled() => return Close::Shutdown,
                 () = async {
@@ -362,7 +406,10 @@ impl Connection {
                         self.session.accept_publish().map_err(Close::Protocol)?;
                         tracing::info!(peer = %self.peer, stream_id = %publisher.stream_id(), "publishing");
                         self.demuxer = Demuxer::new();
+                        self.timestamps = TimestampGuard::new();
                         self.publisher = Some(publisher);
+                        // A publisher no longer counts against its address's cap.
+                        self.pending = None;
                         if self.low_water.is_none() {
                             match LowWater::start(&self.socket) {
                                 Ok(low_water) => self.low_water = Some(low_water),
@@ -406,11 +453,22 @@ impl Connection {
         Ok(())
     }
 
-    fn on_media(&mut self, event: Result<Option<oxcast_media::MediaEvent>, oxcast_media::MediaError>) {
+    fn on_media(&mut self, event: Result<Option<MediaEvent>, oxcast_media::MediaError>) {
         self.progress = Instant::now();
         let Some(publisher) = &self.publisher else { return };
         match event {
-            Ok(Some(event)) => publisher.bus().publish(event),
+            Ok(Some(mut event)) => {
+                if let MediaEvent::Frame(frame) = &mut event
+                    && let Some(jump) = self.timestamps.admit(frame, clock_ms())
+                    && !std::mem::replace(&mut self.timestamp_jumps_logged, true)
+                {
+                    tracing::warn!(peer = %self.peer, stream_id = %publisher.stream_id(),
+                        track = ?frame.track, from_ms = jump.from, to_ms = jump.to,
+                        "the encoder's timestamps jumped; the stream goes on from where it was \
+                         (further jumps of this publisher are fixed without a log line)");
+                }
+                publisher.bus().publish(event);
+            }
             Ok(None) => {
                 if let (false, Some(what)) = (self.skipped_logged, self.demuxer.skipped()) {
                     self.skipped_logged = true;
@@ -451,6 +509,8 @@ impl Connection {
                 tracing::warn!(%peer, app, expected = %self.config.app, "connect refused: unknown application")
             }
             Close::HandshakeTimeout => tracing::info!(%peer, "RTMP handshake not finished in time; closed"),
+            Close::PublishTimeout => tracing::info!(%peer, timeout = ?self.config.publish_timeout,
+                "not publishing within rtmp.publish_timeout_sec of connecting; closed"),
             Close::NoMedia => {
                 tracing::info!(%peer, timeout = ?self.config.no_media_timeout, "no media; closed")
             }

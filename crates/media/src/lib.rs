@@ -6,10 +6,12 @@ pub mod aac;
 pub mod avc;
 pub mod flv;
 pub mod frame;
+pub mod timeline;
 
 pub use aac::AacConfig;
 pub use avc::AvcConfig;
 pub use frame::{Demuxer, Frame, MediaEvent, TimestampUnwrapper, Track};
+pub use timeline::{Jump, TimestampGuard};
 
 use thiserror::Error;
 

@@ -124,7 +124,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         archives: Arc::clone(&archives),
         relays: Arc::clone(&relays),
     };
-    let registry = Registry::new(store.clone(), Arc::new(outputs))?;
+    let registry = Registry::with_limits(store.clone(), Arc::new(outputs), settings.limits)?;
 
     let http = tokio::net::TcpListener::bind(settings.http_listen)
         .await
@@ -153,7 +153,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             app: INGEST_APP.to_owned(),
             handshake_timeout: settings.rtmp_handshake_timeout,
             no_media_timeout: settings.rtmp_no_media_timeout,
+            publish_timeout: settings.rtmp_publish_timeout,
             max_connections: settings.rtmp_max_connections,
+            max_pending_per_ip: settings.rtmp_max_pending_per_ip,
         },
         shutdown.clone(),
     ));

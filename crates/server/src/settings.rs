@@ -19,7 +19,9 @@ pub(crate) struct Settings {
     pub(crate) rtmp_listen: SocketAddr,
     pub(crate) rtmp_handshake_timeout: Duration,
     pub(crate) rtmp_no_media_timeout: Duration,
+    pub(crate) rtmp_publish_timeout: Duration,
     pub(crate) rtmp_max_connections: usize,
+    pub(crate) rtmp_max_pending_per_ip: usize,
     pub(crate) hls: oxcast_hls::HlsConfig,
     pub(crate) http_listen: SocketAddr,
     pub(crate) public_rtmp_url: String,
@@ -31,6 +33,7 @@ pub(crate) struct Settings {
     /// Below this much free space on the storage disk, recorders stop.
     pub(crate) archive_min_free_bytes: u64,
     pub(crate) simulcast: oxcast_simulcast::SimulcastConfig,
+    pub(crate) limits: oxcast_core::RegistryLimits,
     pub(crate) log_filter: String,
 }
 
@@ -58,6 +61,7 @@ struct Raw {
     hls: RawHls,
     archive: RawArchive,
     simulcast: RawSimulcast,
+    limits: RawLimits,
     public: RawPublic,
     api: RawApi,
     storage: RawStorage,
@@ -70,6 +74,8 @@ struct RawRtmp {
     handshake_timeout_sec: u64,
     no_media_timeout_sec: u64,
     max_connections: u64,
+    publish_timeout_sec: u64,
+    max_pending_per_ip: u64,
 }
 
 #[derive(Deserialize)]
@@ -77,6 +83,9 @@ struct RawHls {
     segment_duration_sec: u64,
     window: u64,
     keep_after_end_sec: u64,
+    max_segment_bytes: u64,
+    max_segment_sec: u64,
+    max_memory_bytes: u64,
 }
 
 #[derive(Deserialize)]
@@ -87,6 +96,14 @@ struct RawArchive {
 #[derive(Deserialize)]
 struct RawSimulcast {
     ca_file: String,
+    allow_private_destinations: bool,
+}
+
+#[derive(Deserialize)]
+struct RawLimits {
+    max_streams: u64,
+    max_outputs_per_stream: u64,
+    stream_backlog_bytes: u64,
 }
 
 #[derive(Deserialize)]
@@ -206,6 +223,8 @@ impl Settings {
             rtmp_listen: listen_addr("rtmp.listen", &raw.rtmp.listen)?,
             rtmp_handshake_timeout: seconds("rtmp.handshake_timeout_sec", raw.rtmp.handshake_timeout_sec)?,
             rtmp_no_media_timeout: seconds("rtmp.no_media_timeout_sec", raw.rtmp.no_media_timeout_sec)?,
+            rtmp_publish_timeout: seconds("rtmp.publish_timeout_sec", raw.rtmp.publish_timeout_sec)?,
+            rtmp_max_pending_per_ip: count("rtmp.max_pending_per_ip", raw.rtmp.max_pending_per_ip, 1)?,
             rtmp_max_connections: match raw.rtmp.max_connections {
                 0 => {
                     return Err(SettingsError(
@@ -236,6 +255,19 @@ impl Settings {
                         )));
                     }
                 },
+                segment_limits: oxcast_hls::segmenter::SegmentLimits {
+                    max_bytes: bytes("hls.max_segment_bytes", raw.hls.max_segment_bytes)?,
+                    max_duration: match raw.hls.max_segment_sec {
+                        n if n > raw.hls.segment_duration_sec && n <= 300 => Duration::from_secs(n),
+                        n => {
+                            return Err(SettingsError(format!(
+                                "hls.max_segment_sec {n}: use more than hls.segment_duration_sec ({}) and at most 300",
+                                raw.hls.segment_duration_sec
+                            )));
+                        }
+                    },
+                },
+                max_memory_bytes: bytes("hls.max_memory_bytes", raw.hls.max_memory_bytes)?,
             },
             public_rtmp_url: base_url("public.rtmp_url", &raw.public.rtmp_url, &["rtmp://", "rtmps://"])?,
             public_http_url: base_url("public.http_url", &raw.public.http_url, &["http://", "https://"])?,
@@ -247,6 +279,20 @@ impl Settings {
                 ca_file: Some(raw.simulcast.ca_file.trim())
                     .filter(|f| !f.is_empty())
                     .map(PathBuf::from),
+                allow_private_destinations: raw.simulcast.allow_private_destinations,
+            },
+            limits: oxcast_core::RegistryLimits {
+                max_streams: count("limits.max_streams", raw.limits.max_streams, 1)?,
+                // The two default outputs come with every stream.
+                max_outputs_per_stream: count(
+                    "limits.max_outputs_per_stream",
+                    raw.limits.max_outputs_per_stream,
+                    2,
+                )?,
+                bus: oxcast_core::BusLimits {
+                    max_bytes: bytes("limits.stream_backlog_bytes", raw.limits.stream_backlog_bytes)?,
+                    ..oxcast_core::BusLimits::default()
+                },
             },
             log_filter: raw.log.filter,
         })
@@ -259,6 +305,27 @@ fn seconds(key: &str, value: u64) -> Result<Duration, SettingsError> {
         return Err(SettingsError(format!("{key} {value}: use 1 to 3600 seconds")));
     }
     Ok(Duration::from_secs(value))
+}
+
+/// A count of at least `min`.
+fn count(key: &str, value: u64, min: u64) -> Result<usize, SettingsError> {
+    if value < min {
+        return Err(SettingsError(format!("{key} {value}: use at least {min}")));
+    }
+    Ok(usize::try_from(value).unwrap_or(usize::MAX))
+}
+
+/// A size of 1 MiB to 64 GiB.
+fn bytes(key: &str, value: u64) -> Result<usize, SettingsError> {
+    const RANGE: std::ops::RangeInclusive<u64> = 1 << 20..=64 << 30;
+    if !RANGE.contains(&value) {
+        return Err(SettingsError(format!(
+            "{key} {value}: use {} to {} bytes (1 MiB to 64 GiB)",
+            RANGE.start(),
+            RANGE.end()
+        )));
+    }
+    Ok(usize::try_from(value).unwrap_or(usize::MAX))
 }
 
 fn listen_addr(key: &str, value: &str) -> Result<SocketAddr, SettingsError> {
@@ -380,7 +447,7 @@ mod tests {
     #[test]
     fn errors_name_the_key() {
         type Case<'a> = (Option<&'a str>, &'a [(&'a str, &'a str)], &'a str);
-        let cases: [Case<'_>; 11] = [
+        let cases: [Case<'_>; 15] = [
             (
                 None,
                 &[("OXCAST__RTMP__LISTEN", "nope")],
@@ -411,6 +478,26 @@ mod tests {
                 None,
                 &[("OXCAST__LOG__FILTER", "oxcast=loudly")],
                 "log.filter \"oxcast=loudly\"",
+            ),
+            (
+                None,
+                &[("OXCAST__RTMP__MAX_PENDING_PER_IP", "0")],
+                "rtmp.max_pending_per_ip 0: use at least 1",
+            ),
+            (
+                None,
+                &[("OXCAST__HLS__MAX_SEGMENT_SEC", "2")],
+                "hls.max_segment_sec 2: use more than hls.segment_duration_sec (2)",
+            ),
+            (
+                None,
+                &[("OXCAST__LIMITS__STREAM_BACKLOG_BYTES", "1000")],
+                "limits.stream_backlog_bytes 1000: use 1048576",
+            ),
+            (
+                None,
+                &[("OXCAST__LIMITS__MAX_OUTPUTS_PER_STREAM", "1")],
+                "limits.max_outputs_per_stream 1: use at least 2",
             ),
         ];
         for (contents, vars, wanted) in cases {
