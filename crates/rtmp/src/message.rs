@@ -83,23 +83,16 @@ impl Command {
     }
 
     fn decode(payload: &[u8]) -> Result<Self, MessageError> {
-        let mut input = payload;
-        let name = match amf0::read(&mut input)? {
-            Value::String(name) => name,
+        // One read for the whole command, so all its values count against one `amf0::MAX_VALUES`.
+        let mut values = amf0::read_all(payload)?.into_iter();
+        let name = match values.next() {
+            Some(Value::String(name)) => name,
             _ => return Err(MessageError::MalformedCommand("the command name is not a string")),
         };
         // A bare name is a command too (some clients end FCUnpublish early); missing fields read as null.
-        let transaction_id = if input.is_empty() {
-            0.0
-        } else {
-            amf0::read(&mut input)?.as_number().unwrap_or(0.0)
-        };
-        let object = if input.is_empty() {
-            Value::Null
-        } else {
-            amf0::read(&mut input)?
-        };
-        let args = amf0::read_all(input)?;
+        let transaction_id = values.next().and_then(|v| v.as_number()).unwrap_or(0.0);
+        let object = values.next().unwrap_or(Value::Null);
+        let args = values.collect();
         Ok(Self {
             name,
             transaction_id,
