@@ -216,7 +216,7 @@ impl ClientSession {
 
     /// Sends `@setDataFrame onMetaData` with `properties`.
     pub fn send_metadata(&mut self, properties: Value) -> Result<(), SessionError> {
-        let message = Message::data(vec![
+        let message = Message::data(&[
             Value::string("@setDataFrame"),
             Value::string("onMetaData"),
             properties,
