@@ -8,7 +8,7 @@ use bytes::Bytes;
 use thiserror::Error;
 
 use crate::amf0::Value;
-use crate::chunk::{ChunkError, ChunkReader, ChunkWriter, Limits, Outbound, RawMessage, csid};
+use crate::chunk::{ChunkError, ChunkReader, ChunkWriter, Limits, Outbound, RawMessage, SharedBudget, csid};
 use crate::handshake::HandshakeError;
 use crate::message::{Command, Message, MessageError, UserControl};
 
@@ -51,9 +51,12 @@ struct Link {
 }
 
 impl Link {
-    fn new(limits: Limits) -> Self {
+    fn new(limits: Limits, budget: Option<SharedBudget>) -> Self {
         Self {
-            reader: ChunkReader::new(limits),
+            reader: match budget {
+                Some(budget) => ChunkReader::with_budget(limits, budget),
+                None => ChunkReader::new(limits),
+            },
             writer: ChunkWriter::new(),
             out: Outbound::new(),
             ack_window: None,

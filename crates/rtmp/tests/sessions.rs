@@ -693,3 +693,56 @@ fn a_peer_that_floods_a_pending_publish_is_cut_off() {
     assert!(matches!(error, Some(SessionError::Flooded(_))), "{error:?}");
     assert!(fed > 2 << 20 && fed <= (2 << 20) + 2 * 4096, "{fed}");
 }
+
+/// Sessions given one `SharedBudget` draw their messages in progress from it, are refused with a
+/// typed error when it is spent, and give back what they held when they end.
+#[test]
+fn sessions_share_one_budget_and_give_it_back() {
+    use oxcast_rtmp::SharedBudget;
+    use oxcast_rtmp::chunk::ChunkError;
+    let budget = SharedBudget::new(1 << 20);
+    let publisher = |budget: &SharedBudget| {
+        let mut client = ClientSession::new(ClientConfig::new("streams", "rtmp://h/streams", "k"));
+        let mut server = ServerSession::with_budget(ServerConfig::default(), budget.clone());
+        pump(&mut client, &mut server, Decision::Accept).unwrap();
+        assert!(client.is_publishing());
+        (client, server)
+    };
+    let (mut first, mut first_server) = publisher(&budget);
+    let (mut second, mut second_server) = publisher(&budget);
+    assert_eq!(budget.in_use(), 0);
+
+    // The first publisher's 800 KiB keyframe is half there: all of it is reserved.
+    first.send_video(0, &Bytes::from(vec![0x17; 800 << 10])).unwrap();
+    let keyframe = first.take_outbound();
+    assert_eq!(first_server.handle_input(&keyframe[..400 << 10]).unwrap(), vec![]);
+    assert_eq!(budget.in_use(), 800 << 10);
+
+    // The second one's 300 KiB frame does not fit beside it.
+    second.send_video(0, &Bytes::from(vec![0x27; 300 << 10])).unwrap();
+    let frame = second.take_outbound();
+    let error = second_server.handle_input(&frame).unwrap_err();
+    assert_eq!(
+        error,
+        SessionError::Chunk(ChunkError::SharedBudgetFull {
+            size: 300 << 10,
+            max_bytes: 1 << 20
+        })
+    );
+    assert!(error.to_string().contains("server-wide budget"), "{error}");
+    assert_eq!(budget.in_use(), 800 << 10);
+
+    // The keyframe completes: given back. A third publisher's frame fits.
+    let events = first_server.handle_input(&keyframe[400 << 10..]).unwrap();
+    assert!(matches!(&events[..], [ServerEvent::Video { payload, .. }] if payload.len() == 800 << 10));
+    assert_eq!(budget.in_use(), 0);
+    let (mut third, mut third_server) = publisher(&budget);
+    third.send_video(0, &Bytes::from(vec![0x27; 300 << 10])).unwrap();
+    let frame = third.take_outbound();
+    // Its first 4096-byte chunk (the client's chunk size) is reserved as soon as it is read.
+    third_server.handle_input(&frame[..5000]).unwrap();
+    assert_eq!(budget.in_use(), 300 << 10);
+    // A session dropped mid-message gives its share back.
+    drop(third_server);
+    assert_eq!(budget.in_use(), 0);
+}

@@ -75,7 +75,7 @@ impl ClientSession {
     pub fn new(config: ClientConfig) -> Self {
         let mut c0c1 = Vec::new();
         let handshake = ClientHandshake::new(config.scheme, &mut c0c1);
-        let mut link = Link::new(config.limits);
+        let mut link = Link::new(config.limits, None);
         link.out.put_slice(&c0c1);
         Self {
             config,

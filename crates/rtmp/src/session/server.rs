@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::{Link, SessionError, status_object};
 use crate::amf0::{self, Value};
-use crate::chunk::{Limits, Outbound, RawMessage};
+use crate::chunk::{Limits, Outbound, RawMessage, SharedBudget};
 use crate::handshake::{Progress, ServerHandshake};
 use crate::message::{BandwidthLimit, Command, Message, UserControl};
 
@@ -150,11 +150,24 @@ pub struct ServerSession {
 }
 
 impl ServerSession {
+    /// A session whose messages in progress are bounded by its own limits alone.
     pub fn new(config: ServerConfig) -> Self {
+        Self::build(config, None)
+    }
+
+    /// A session whose multi-chunk messages in progress also draw on `budget`, shared with every
+    /// other session (and reader) given a clone of it: [`crate::chunk::ChunkError::SharedBudgetFull`]
+    /// when it is spent. What a session holds is given back as messages complete and when it is
+    /// dropped.
+    pub fn with_budget(config: ServerConfig, budget: SharedBudget) -> Self {
+        Self::build(config, Some(budget))
+    }
+
+    fn build(config: ServerConfig, budget: Option<SharedBudget>) -> Self {
         Self {
             config,
             handshake: Some(ServerHandshake::new()),
-            link: Link::new(config.pre_publish),
+            link: Link::new(config.pre_publish, budget),
             app: None,
             pending: Pending::None,
             streams_created: 0,
