@@ -694,6 +694,40 @@ fn a_peer_that_floods_a_pending_publish_is_cut_off() {
     assert!(fed > 2 << 20 && fed <= (2 << 20) + 2 * 4096, "{fed}");
 }
 
+/// A relay destination is another server: it sends control messages and short commands. A huge
+/// message, or several large ones at once, is refused by the client's small default limits.
+#[test]
+fn a_destination_that_sends_a_huge_message_is_refused() {
+    use oxcast_rtmp::chunk::ChunkError;
+    let answers = fixture("ffmpeg.s2c.bin");
+    let s0s1s2 = &answers[..3073];
+    for (input, want) in [
+        (
+            // The largest length a header can declare (24 bits).
+            chunked(128, 3, 20, 0, &vec![0x05; (16 << 20) - 1]),
+            ChunkError::MessageTooLarge {
+                size: (16 << 20) - 1,
+                limit: 256 << 10,
+            },
+        ),
+        (
+            // Three 200 KiB messages started together: 600 KiB in progress.
+            [3u32, 4, 5]
+                .iter()
+                .flat_map(|csid| chunked(128, *csid, 20, 0, &vec![0x05; 200 << 10])[..140].to_vec())
+                .collect(),
+            ChunkError::BufferLimit(512 << 10),
+        ),
+    ] {
+        let mut client = ClientSession::new(ClientConfig::new("live", "rtmp://h/live", "k"));
+        client.handle_input(s0s1s2).unwrap();
+        let error = input
+            .chunks(4096)
+            .find_map(|piece| client.handle_input(piece).err());
+        assert_eq!(error, Some(SessionError::Chunk(want)));
+    }
+}
+
 /// Sessions given one `SharedBudget` draw their messages in progress from it, are refused with a
 /// typed error when it is spent, and give back what they held when they end.
 #[test]
