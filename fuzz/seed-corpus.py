@@ -10,6 +10,9 @@ Each target reads a few control bytes before its data (see the target's header c
   chunk_reader    [flags, plan x4] + chunk stream bytes (after the 3073-byte handshake)
   amf0            AMF0 bytes: the payload of one command or data message
   server_session  [mode, decisions, plan x4] + encoder bytes (mode 1: the target adds the handshake)
+  client_session  [mode, plan x4] + server bytes (mode 1: the target adds S0+S1+S2; 2: small limits)
+  media           [mode] + data (0: an FLV file; 1: [kind, timestamp x4, length x2, body] tags;
+                  2: an AVCDecoderConfigurationRecord; 3: an AudioSpecificConfig)
 A plan byte 0 delivers the rest in one piece; see fuzz/src/lib.rs.
 """
 
@@ -24,9 +27,11 @@ CLIENTS = ["ffmpeg", "gst-rtmp2sink", "librtmp", "node-media-server"]
 AMF0_TYPES = {18: 0, 20: 0, 15: 1, 17: 1}
 
 
-def chunks(stream):
-    """Reads a chunk stream: yields (csid, type_id, chunk bytes, payload if the chunk ends a message).
-    Stops at the first incomplete chunk."""
+def chunks(stream, timestamps=None):
+    """Reads a chunk stream: yields (csid, type_id, stream id, payload if the chunk ends a message).
+    Stops at the first incomplete chunk. If `timestamps` is a list, each complete message's timestamp
+    is appended to it (as the crate's reader computes it: type 0 absolute, types 1-2 a delta, a type 3
+    that starts a message repeats the last field)."""
     chunk_size, streams, pos = 128, {}, 0
     while pos < len(stream):
         start, first = pos, stream[pos]
@@ -35,10 +40,13 @@ def chunks(stream):
             csid, pos = 64 + stream[pos], pos + 1
         elif csid == 1:
             csid, pos = 64 + stream[pos] + 256 * stream[pos + 1], pos + 2
-        s = streams.setdefault(csid, {"len": 0, "type": 0, "sid": 0, "ext": False, "buf": b"", "left": 0})
+        s = streams.setdefault(
+            csid, {"len": 0, "type": 0, "sid": 0, "ext": False, "buf": b"", "left": 0, "ts": 0, "field": 0}
+        )
+        field = s["field"]
         if fmt <= 2:
-            ts = int.from_bytes(stream[pos : pos + 3], "big")
-            s["ext"] = ts == 0xFFFFFF
+            field = int.from_bytes(stream[pos : pos + 3], "big")
+            s["ext"] = field == 0xFFFFFF
         if fmt <= 1:
             s["len"] = int.from_bytes(stream[pos + 3 : pos + 6], "big")
             s["type"] = stream[pos + 6]
@@ -46,9 +54,12 @@ def chunks(stream):
             s["sid"] = int.from_bytes(stream[pos + 7 : pos + 11], "little")
         pos += [11, 7, 3, 0][fmt]
         if s["ext"]:
+            field = int.from_bytes(stream[pos : pos + 4], "big")
             pos += 4
         if s["left"] == 0:
             s["left"], s["buf"] = s["len"], b""
+            s["ts"] = field if fmt == 0 else (s["ts"] + field) & 0xFFFFFFFF
+            s["field"] = field
         take = min(s["left"], chunk_size)
         if pos + take > len(stream):
             return
@@ -58,6 +69,8 @@ def chunks(stream):
         done = s["left"] == 0
         if done and s["type"] == 1:
             chunk_size = struct.unpack(">I", s["buf"][:4])[0] & 0x7FFFFFFF
+        if done and timestamps is not None:
+            timestamps.append(s["ts"])
         yield csid, s["type"], s["sid"], s["buf"] if done else None
 
 
@@ -66,6 +79,23 @@ def messages(stream):
     for _, type_id, _, payload in chunks(stream):
         if payload is not None:
             yield type_id, payload
+
+
+def media_messages(stream):
+    """(type_id, timestamp, payload) of every complete audio (8) and video (9) message."""
+    timestamps = []
+    for _, type_id, _, payload in chunks(stream, timestamps):
+        if payload is not None and type_id in (8, 9):
+            yield type_id, timestamps[-1], payload
+
+
+def tag_records(media):
+    """The `media` target's mode-1 input: [kind, timestamp x4, length x2, body] per message."""
+    out = bytearray()
+    for type_id, timestamp, payload in media:
+        assert len(payload) <= 0xFFFF
+        out += bytes([type_id]) + timestamp.to_bytes(4, "big") + len(payload).to_bytes(2, "big") + payload
+    return bytes(out)
 
 
 def without_media(stream):
@@ -95,11 +125,17 @@ def write(target, name, data):
 
 def main():
     fixtures = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else HERE.parent.parent / "shared/fixtures/rtmp"
-    for target in ["handshake", "chunk_reader", "amf0", "server_session"]:
+    for target in ["handshake", "chunk_reader", "amf0", "server_session", "client_session", "media"]:
         for old in (HERE / "corpus" / target).glob("*"):
             if not old.name.startswith("regression-"):
                 old.unlink()
     amf0_seen = set()
+    media_seen = set()
+    # Media: the start of the file every capture published (FLV header, metadata, configurations,
+    # the first frames), and a cut one.
+    flv = (fixtures / "source.flv").read_bytes()
+    write("media", "source-flv-32k", [0] + list(flv[:32768]))
+    write("media", "source-flv-cut", [0] + list(flv[:5000]))
     for client in CLIENTS:
         c2s = (fixtures / f"{client}.c2s.bin").read_bytes()
         s2c = (fixtures / f"{client}.s2c.bin").read_bytes()
@@ -132,6 +168,31 @@ def main():
                     continue
                 amf0_seen.add(body)
                 write("amf0", f"{client}-{direction}-{n:03}-type{type_id}", body)
+        # Client session: nginx-rtmp's answers, from S0 on and after the target's own S0+S1+S2, in
+        # pieces, and with small limits.
+        write("client_session", f"{client}-s2c", [0, 0, 0, 0, 0] + list(s2c))
+        write("client_session", f"{client}-s2c-pieces", [4, 1, 130, 7, 0] + list(s2c))
+        write("client_session", f"{client}-post-pieces", [1, 9, 200, 3, 0] + list(s2c[HANDSHAKE:]))
+        write("client_session", f"{client}-post-small", [3, 0, 0, 0, 0] + list(s2c[HANDSHAKE:]))
+        # Media: the captures' audio and video messages as the demuxer gets them. Every capture
+        # carries the same file, so identical payload runs are written once.
+        media = list(media_messages(c2s[HANDSHAKE:]))
+        keyframes = [i for i, (t, _, p) in enumerate(media) if t == 9 and p[:2] == b"\x17\x01"]
+        second = keyframes[1]
+        for name, part in [("start", media[:12]), ("second-keyframe", media[second - 3 : second + 9])]:
+            records = tag_records(part)
+            if records not in media_seen:
+                media_seen.add(records)
+                write("media", f"{client}-tags-{name}", [1] + list(records))
+        for type_id, _, payload in media:
+            config = None
+            if type_id == 9 and payload[:2] == b"\x17\x00":
+                config = [2] + list(payload[5:])
+            elif type_id == 8 and payload[0] >> 4 == 10 and payload[1] == 0:
+                config = [3] + list(payload[2:])
+            if config and bytes(config) not in media_seen:
+                media_seen.add(bytes(config))
+                write("media", f"{client}-config-type{type_id}", config)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,8 @@
-//! What the fuzz targets share: cutting one input into the pieces a socket might deliver.
+//! What the fuzz targets share: cutting one input into the pieces a socket might deliver, and a
+//! counting allocator to check what the parsers hold.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Splits `data` into consecutive pieces whose sizes come from `plan`, used cyclically: a plan byte
 /// of 0 takes everything left, 1..=127 takes that many bytes, 128..=255 takes `(b - 127) * 64`
@@ -28,6 +32,50 @@ pub fn header<const N: usize>(data: &[u8]) -> ([u8; N], &[u8]) {
     (head, &data[n..])
 }
 
+/// A global allocator that counts the live heap bytes of the Rust side (libFuzzer's own C++
+/// allocations do not pass through it). A target installs it with
+/// `#[global_allocator] static ALLOCATOR: Counting = Counting;` and reads [`live_heap`].
+pub struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// Heap bytes allocated through [`Counting`] and not yet freed.
+pub fn live_heap() -> usize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+            LIVE.fetch_add(new_size, Ordering::Relaxed);
+        }
+        p
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -39,6 +87,9 @@ mod tests {
             let joined: Vec<u8> = pieces(plan, &data).flatten().copied().collect();
             assert_eq!(joined, data);
         }
-        assert_eq!(pieces(&[2], b"abcde").collect::<Vec<_>>(), [&b"ab"[..], b"cd", b"e"]);
+        assert_eq!(
+            pieces(&[2], b"abcde").collect::<Vec<_>>(),
+            [&b"ab"[..], b"cd", b"e"]
+        );
     }
 }

@@ -39,6 +39,7 @@ impl AvcConfig {
         let invalid = |why: String| MediaError::InvalidAvcConfig(why);
         let parsed =
             AvcDecoderConfigurationRecord::try_from(&record[..]).map_err(|e| invalid(format!("{e:?}")))?;
+        refuse_empty_parameter_sets(&record)?;
         let nal_length_size = parsed.length_size_minus_one() + 1;
         if nal_length_size == 3 {
             return Err(invalid("3-byte NAL length prefixes are not allowed".into()));
@@ -80,6 +81,36 @@ impl AvcConfig {
             self.profile_idc, self.constraint_flags, self.level_idc
         )
     }
+}
+
+/// h264-reader 0.9 reads the NAL header byte of every parameter set without checking that the set
+/// has one, and `RefNal::new` expects one: a zero-length SPS or PPS panics it (found by the `media`
+/// fuzz target). Checked here first, walking the two arrays as ISO 14496-15 §5.3.3.1 lays them out
+/// (a count, then 16-bit lengths). A NAL unit is at least its header byte, so an empty one is no
+/// parameter set.
+fn refuse_empty_parameter_sets(record: &[u8]) -> Result<(), MediaError> {
+    let truncated = || MediaError::Truncated("AVC decoder configuration");
+    // `count` sets from `at`, each a 16-bit length and its bytes; gives where they end.
+    let walk = |mut at: usize, count: u8, kind: &str| {
+        for _ in 0..count {
+            let Some(&[high, low]) = record.get(at..at + 2) else {
+                return Err(truncated());
+            };
+            let len = usize::from(u16::from_be_bytes([high, low]));
+            if len == 0 {
+                return Err(MediaError::InvalidAvcConfig(format!("empty {kind}")));
+            }
+            at += 2 + len;
+        }
+        Ok(at)
+    };
+    // numOfSequenceParameterSets is the low 5 bits of byte 5, the SPS follow; then one byte counts
+    // the PPS, which follow it.
+    let sps_count = record.get(5).ok_or_else(truncated)? & 0x1F;
+    let pps_at = walk(6, sps_count, "SPS")?;
+    let pps_count = *record.get(pps_at).ok_or_else(truncated)?;
+    walk(pps_at + 1, pps_count, "PPS")?;
+    Ok(())
 }
 
 /// The NAL units of a length-prefixed frame, as slices of it (borrowed: no reference count is
@@ -153,6 +184,30 @@ pub(crate) mod tests {
     fn bad_records_are_errors() {
         for bad in [&[][..], &RECORD[..10], &[0x01, 0x64, 0, 0x1e, 0xff, 0xe0, 0]] {
             assert!(AvcConfig::parse(Bytes::copy_from_slice(bad)).is_err());
+        }
+    }
+
+    /// The `media` fuzz target's first find (fuzz/corpus/media/regression-empty-parameter-set):
+    /// an empty PPS at the end of a record made h264-reader index past it. An empty first SPS
+    /// reached `RefNal::new` with nothing, which panics too.
+    #[test]
+    fn empty_parameter_sets_are_errors_not_panics() {
+        let empty_pps = vec![0x01, 0x00, 0x30, 0x7e, 0x10, 0x00, 0x01, 0x00, 0x00];
+        // The fixture's SPS, then two PPS: its own and an empty one.
+        let empty_second_pps = [&RECORD[..34], &[2, 0, 4, 0x68, 0xef, 0xbc, 0xb0, 0, 0]].concat();
+        // Two SPS: an empty one, then one whose length (0x6700) starts with an SPS header byte
+        // and whose first byte is one too, so that h264-reader's checks pass; no PPS.
+        let mut empty_sps = vec![0x01, 0x64, 0x00, 0x1e, 0xff, 0xe2, 0x00, 0x00, 0x67, 0x00, 0x67];
+        empty_sps.resize(10 + 0x6700, 0);
+        empty_sps.push(0);
+        for record in [empty_pps, empty_second_pps, empty_sps] {
+            assert!(
+                matches!(
+                    AvcConfig::parse(Bytes::from(record.clone())),
+                    Err(MediaError::InvalidAvcConfig(why)) if why.starts_with("empty")
+                ),
+                "{record:02x?}"
+            );
         }
     }
 

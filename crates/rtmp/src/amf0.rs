@@ -1,12 +1,26 @@
 //! AMF0, the value encoding of RTMP commands and data messages (AMF0 specification, Adobe 2007).
 //!
 //! Every type an encoder sends is read and written. Reading is bounded: nesting deeper than
-//! [`MAX_DEPTH`] is an error, and no length field is trusted beyond the bytes actually present.
+//! [`MAX_DEPTH`] is an error, no length or count field is trusted beyond the bytes actually present
+//! (nothing is allocated from a count: vectors grow as values are actually read), and one top-level
+//! call ([`read`], [`read_all`], [`read_prefix`]) decodes at most [`MAX_VALUES`] values, nested ones
+//! included.
+//!
+//! So what a decode holds is bounded twice. By its input: each value takes at least one input byte
+//! and becomes one slot of a vector, 32 bytes (56 for an object property), and a vector holds at
+//! most four slots per element it has; strings take at most three times their bytes (an invalid
+//! UTF-8 byte becomes U+FFFD). And by a ceiling that no count in the input changes: the slots of
+//! [`MAX_VALUES`] values take at most 14 MiB (65,536 x 4 x 56 bytes), plus their strings.
 
 use thiserror::Error;
 
 /// Objects and arrays nested deeper than this are refused: real commands nest two or three levels.
 pub const MAX_DEPTH: usize = 32;
+
+/// Values one top-level read may produce, nested ones included. A real `onMetaData` holds about 30
+/// and a `connect` about 10; without a bound, a strict array of one-byte `null`s turns each input
+/// byte into a 32-byte [`Value`], 512 MiB from one 16 MiB message.
+pub const MAX_VALUES: usize = 65_536;
 
 const NUMBER: u8 = 0x00;
 const BOOLEAN: u8 = 0x01;
@@ -93,23 +107,48 @@ pub enum Amf0Error {
     TooDeep,
     #[error("AMF0 object-end marker outside an object")]
     UnexpectedObjectEnd,
+    #[error("AMF0 input holds more than {MAX_VALUES} values")]
+    TooManyValues,
 }
 
-/// Reads every value in `input` until it is used up.
+/// One top-level read: the input left and the values it may still produce.
+struct Reader<'a, 'b> {
+    input: &'a mut &'b [u8],
+    values_left: usize,
+}
+
+impl<'a, 'b> Reader<'a, 'b> {
+    fn new(input: &'a mut &'b [u8]) -> Self {
+        Self {
+            input,
+            values_left: MAX_VALUES,
+        }
+    }
+
+    /// Counts one more value against [`MAX_VALUES`], before it is read.
+    fn count_value(&mut self) -> Result<(), Amf0Error> {
+        self.values_left = self.values_left.checked_sub(1).ok_or(Amf0Error::TooManyValues)?;
+        Ok(())
+    }
+}
+
+/// Reads every value in `input` until it is used up; more than [`MAX_VALUES`] in all is an error.
 pub fn read_all(mut input: &[u8]) -> Result<Vec<Value>, Amf0Error> {
+    let mut reader = Reader::new(&mut input);
     let mut values = Vec::new();
-    while !input.is_empty() {
-        values.push(read_value(&mut input, 0)?);
+    while !reader.input.is_empty() {
+        values.push(read_value(&mut reader, 0)?);
     }
     Ok(values)
 }
 
-/// Reads values until the input ends or one cannot be read; returns those read. For data messages,
-/// whose content is informational: an odd value must not end a publish.
+/// Reads values until the input ends or one cannot be read (or would pass [`MAX_VALUES`]); returns
+/// those read. For data messages, whose content is informational: an odd value must not end a publish.
 pub fn read_prefix(mut input: &[u8]) -> Vec<Value> {
+    let mut reader = Reader::new(&mut input);
     let mut values = Vec::new();
-    while !input.is_empty() {
-        match read_value(&mut input, 0) {
+    while !reader.input.is_empty() {
+        match read_value(&mut reader, 0) {
             Ok(value) => values.push(value),
             Err(_) => break,
         }
@@ -117,9 +156,10 @@ pub fn read_prefix(mut input: &[u8]) -> Vec<Value> {
     values
 }
 
-/// Reads one value from the front of `input` and advances it past the value.
+/// Reads one value (at most [`MAX_VALUES`] with those nested in it) from the front of `input` and
+/// advances it past the value.
 pub fn read(input: &mut &[u8]) -> Result<Value, Amf0Error> {
-    read_value(input, 0)
+    read_value(&mut Reader::new(input), 0)
 }
 
 fn take<'a>(input: &mut &'a [u8], n: usize) -> Result<&'a [u8], Amf0Error> {
@@ -164,10 +204,12 @@ fn read_short_string(input: &mut &[u8]) -> Result<String, Amf0Error> {
     Ok(utf8(take(input, len)?))
 }
 
-fn read_value(input: &mut &[u8], depth: usize) -> Result<Value, Amf0Error> {
+fn read_value(reader: &mut Reader<'_, '_>, depth: usize) -> Result<Value, Amf0Error> {
     if depth > MAX_DEPTH {
         return Err(Amf0Error::TooDeep);
     }
+    reader.count_value()?;
+    let input = &mut *reader.input;
     let marker = read_u8(input)?;
     Ok(match marker {
         NUMBER => Value::Number(read_f64(input)?),
@@ -177,23 +219,25 @@ fn read_value(input: &mut &[u8], depth: usize) -> Result<Value, Amf0Error> {
             let len = read_u32(input)? as usize;
             Value::String(utf8(take(input, len)?))
         }
-        OBJECT => Value::Object(read_properties(input, depth)?),
+        OBJECT => Value::Object(read_properties(reader, depth)?),
         NULL => Value::Null,
         UNDEFINED => Value::Undefined,
         ECMA_ARRAY => {
             // The count is a hint that encoders get wrong; the end marker is what ends the array.
             let _count = read_u32(input)?;
-            Value::EcmaArray(read_properties(input, depth)?)
+            Value::EcmaArray(read_properties(reader, depth)?)
         }
         STRICT_ARRAY => {
             let count = read_u32(input)? as usize;
-            // Each element takes at least one byte: a count beyond that is a lie, not a reason to allocate.
+            // Each element takes at least one byte: a count beyond that is a lie.
             if count > input.len() {
                 return Err(Amf0Error::Truncated);
             }
-            let mut items = Vec::with_capacity(count);
+            // Not `with_capacity(count)`: the count is the peer's word, and a vector that grows as
+            // elements are actually read never holds more than twice what they take.
+            let mut items = Vec::new();
             for _ in 0..count {
-                items.push(read_value(input, depth + 1)?);
+                items.push(read_value(reader, depth + 1)?);
             }
             Value::StrictArray(items)
         }
@@ -210,9 +254,10 @@ fn read_value(input: &mut &[u8], depth: usize) -> Result<Value, Amf0Error> {
 /// Properties up to the object-end marker (an empty name followed by 0x09). Some encoders end an
 /// ECMA array with the message instead of the marker, so the end of input also ends an object or
 /// array: a value is never refused for lacking its last three bytes.
-fn read_properties(input: &mut &[u8], depth: usize) -> Result<Vec<(String, Value)>, Amf0Error> {
+fn read_properties(reader: &mut Reader<'_, '_>, depth: usize) -> Result<Vec<(String, Value)>, Amf0Error> {
     let mut props = Vec::new();
     loop {
+        let input = &mut *reader.input;
         if input.is_empty() {
             return Ok(props);
         }
@@ -221,7 +266,7 @@ fn read_properties(input: &mut &[u8], depth: usize) -> Result<Vec<(String, Value
             *input = input.get(1..).unwrap_or_default();
             return Ok(props);
         }
-        let value = read_value(input, depth + 1)?;
+        let value = read_value(reader, depth + 1)?;
         props.push((name, value));
     }
 }
@@ -335,6 +380,177 @@ mod tests {
         fn any_bytes_read_or_fail_cleanly(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
             let _ = read_all(&bytes);
         }
+
+        /// Strict arrays of any claimed count, nested in any way, with nulls between them: each
+        /// top-level read yields at most `MAX_VALUES` values, and no vector holds more than four
+        /// slots per element it has (nothing was reserved from a count).
+        #[test]
+        fn nested_array_bombs_stay_within_max_values(
+            pieces in prop::collection::vec(
+                prop_oneof![
+                    (0u32..80_000).prop_map(|count| strict_array_header(count).to_vec()),
+                    (1usize..40_000).prop_map(|n| vec![NULL; n]),
+                ],
+                1..12,
+            )
+        ) {
+            let bytes = pieces.concat();
+            let check = |values: &[Value]| {
+                assert!(count_values(values) <= MAX_VALUES);
+                assert!(slack_is_bounded(values));
+            };
+            match read_all(&bytes) {
+                Ok(values) => check(&values),
+                Err(e) => prop_assert!(
+                    matches!(e, Amf0Error::Truncated | Amf0Error::TooManyValues | Amf0Error::TooDeep),
+                    "{e}"
+                ),
+            }
+            check(&read_prefix(&bytes));
+            if let Ok(value) = read(&mut &bytes[..]) {
+                check(std::slice::from_ref(&value));
+            }
+        }
+
+        /// A strict array of `n` nulls: read whole up to the limit, refused past it, never reserved
+        /// from its count.
+        #[test]
+        fn strict_arrays_are_read_up_to_max_values(n in prop_oneof![0u32..100, 65_400u32..65_700, 0u32..200_000]) {
+            let bytes = null_bomb(n);
+            match read_all(&bytes) {
+                // The array itself is one value, its elements the others.
+                Ok(values) => {
+                    prop_assert!((n as usize) < MAX_VALUES);
+                    let [Value::StrictArray(items)] = &values[..] else { panic!("{values:?}") };
+                    prop_assert_eq!(items.len(), n as usize);
+                    prop_assert!(items.capacity() <= (2 * items.len()).max(4));
+                }
+                Err(e) => {
+                    prop_assert!(n as usize >= MAX_VALUES);
+                    prop_assert_eq!(e, Amf0Error::TooManyValues);
+                }
+            }
+        }
+    }
+
+    fn strict_array_header(count: u32) -> [u8; 5] {
+        let [a, b, c, d] = count.to_be_bytes();
+        [STRICT_ARRAY, a, b, c, d]
+    }
+
+    /// A strict array of `count` nulls: one byte of input per 32-byte `Value`.
+    fn null_bomb(count: u32) -> Vec<u8> {
+        let mut bytes = strict_array_header(count).to_vec();
+        bytes.resize(bytes.len() + count as usize, NULL);
+        bytes
+    }
+
+    /// Values in `values`, nested ones included.
+    fn count_values(values: &[Value]) -> usize {
+        values
+            .iter()
+            .map(|value| {
+                1 + match value {
+                    Value::StrictArray(items) => count_values(items),
+                    Value::Object(props) | Value::EcmaArray(props) => props
+                        .iter()
+                        .map(|(_, v)| count_values(std::slice::from_ref(v)))
+                        .sum(),
+                    _ => 0,
+                }
+            })
+            .sum()
+    }
+
+    /// Every vector holds at most four slots per element (its first allocation has four).
+    fn slack_is_bounded(values: &[Value]) -> bool {
+        values.iter().all(|value| match value {
+            Value::StrictArray(items) => {
+                items.capacity() <= 4 * items.len().max(1) && slack_is_bounded(items)
+            }
+            Value::Object(props) | Value::EcmaArray(props) => {
+                props.capacity() <= 4 * props.len().max(1)
+                    && props
+                        .iter()
+                        .all(|(_, v)| slack_is_bounded(std::slice::from_ref(v)))
+            }
+            _ => true,
+        })
+    }
+
+    /// The bomb of the hardening issue at 4 MiB: a strict array claiming 4 Mi elements, and as many
+    /// one-byte nulls. Reserving from the count took 128 MiB at once; reading it now stops at
+    /// `MAX_VALUES`, having held 2 MiB of values.
+    #[test]
+    fn a_strict_array_of_millions_of_nulls_is_refused() {
+        let bomb = null_bomb(4 << 20);
+        assert_eq!(read_all(&bomb), Err(Amf0Error::TooManyValues));
+        assert_eq!(read(&mut &bomb[..]), Err(Amf0Error::TooManyValues));
+        assert_eq!(read_prefix(&bomb), vec![]);
+        // A data message keeps the values before the bomb.
+        let mut data = encode(&[Value::string("onMetaData")]);
+        data.extend_from_slice(&bomb);
+        assert_eq!(read_prefix(&data), vec![Value::string("onMetaData")]);
+    }
+
+    #[test]
+    fn max_values_counts_every_value_exactly() {
+        let bytes = null_bomb(MAX_VALUES as u32 - 1);
+        let values = read_all(&bytes).unwrap();
+        assert_eq!(count_values(&values), MAX_VALUES);
+        assert_eq!(
+            read_all(&null_bomb(MAX_VALUES as u32)),
+            Err(Amf0Error::TooManyValues)
+        );
+        // Top-level values count too, and one `read_all` is one budget.
+        let mut two = bytes.clone();
+        two.push(NULL);
+        assert_eq!(read_all(&two), Err(Amf0Error::TooManyValues));
+        // Each `read` is its own top-level call.
+        let mut input = &two[..];
+        assert!(read(&mut input).is_ok());
+        assert_eq!(read(&mut input), Ok(Value::Null));
+    }
+
+    /// Arrays nested 30 deep, each holding the next level and 3000 nulls and claiming as many
+    /// elements as there are bytes after its header (the most a count can claim and pass the
+    /// truncation check): 90,000 values in all, refused. Reserving from each count took 86 MB.
+    #[test]
+    fn nested_arrays_count_every_level() {
+        let mut bytes = Vec::new();
+        for _ in 0..30 {
+            let count = bytes.len() as u32 + 3000;
+            let mut level = strict_array_header(count).to_vec();
+            level.append(&mut bytes);
+            level.extend([NULL; 3000]);
+            bytes = level;
+        }
+        assert_eq!(read_all(&bytes), Err(Amf0Error::TooManyValues));
+        assert_eq!(read_prefix(&bytes), vec![]);
+    }
+
+    /// Object and ECMA array properties count as values: an object of 70,000 `"" : null` takes
+    /// 210 KB of input and would be 3.9 MB of properties.
+    #[test]
+    fn properties_count_as_values() {
+        for marker in [OBJECT, ECMA_ARRAY] {
+            let mut bytes = vec![marker];
+            if marker == ECMA_ARRAY {
+                bytes.extend(0u32.to_be_bytes());
+            }
+            for _ in 0..70_000 {
+                bytes.extend([0, 0, NULL]);
+            }
+            assert_eq!(read_all(&bytes), Err(Amf0Error::TooManyValues), "{marker}");
+        }
+        let mut small = vec![OBJECT];
+        for _ in 0..1000 {
+            small.extend([0, 1, b'a', NULL]);
+        }
+        let [Value::Object(props)] = &read_all(&small).unwrap()[..] else {
+            panic!()
+        };
+        assert_eq!(props.len(), 1000);
     }
 
     #[test]
@@ -353,6 +569,14 @@ mod tests {
         let mut ok = [STRICT_ARRAY, 0, 0, 0, 1].repeat(MAX_DEPTH);
         ok.push(NULL);
         assert!(read_all(&ok).is_ok());
+    }
+
+    #[test]
+    fn too_many_values_is_named() {
+        assert_eq!(
+            Amf0Error::TooManyValues.to_string(),
+            "AMF0 input holds more than 65536 values"
+        );
     }
 
     #[test]

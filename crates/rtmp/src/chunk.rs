@@ -1,8 +1,10 @@
 //! The chunk stream (RTMP 1.0 §5.3): messages cut into chunks, interleaved by chunk stream id.
 
+mod budget;
 mod reader;
 mod writer;
 
+pub use budget::SharedBudget;
 pub use reader::{ChunkError, ChunkReader, Limits};
 pub use writer::{ChunkWriter, Outbound};
 

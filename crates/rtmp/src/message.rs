@@ -83,23 +83,16 @@ impl Command {
     }
 
     fn decode(payload: &[u8]) -> Result<Self, MessageError> {
-        let mut input = payload;
-        let name = match amf0::read(&mut input)? {
-            Value::String(name) => name,
+        // One read for the whole command, so all its values count against one `amf0::MAX_VALUES`.
+        let mut values = amf0::read_all(payload)?.into_iter();
+        let name = match values.next() {
+            Some(Value::String(name)) => name,
             _ => return Err(MessageError::MalformedCommand("the command name is not a string")),
         };
         // A bare name is a command too (some clients end FCUnpublish early); missing fields read as null.
-        let transaction_id = if input.is_empty() {
-            0.0
-        } else {
-            amf0::read(&mut input)?.as_number().unwrap_or(0.0)
-        };
-        let object = if input.is_empty() {
-            Value::Null
-        } else {
-            amf0::read(&mut input)?
-        };
-        let args = amf0::read_all(input)?;
+        let transaction_id = values.next().and_then(|v| v.as_number()).unwrap_or(0.0);
+        let object = values.next().unwrap_or(Value::Null);
+        let args = values.collect();
         Ok(Self {
             name,
             transaction_id,
@@ -129,12 +122,10 @@ pub enum Message {
     Audio(Bytes),
     /// An FLV video tag body, untouched.
     Video(Bytes),
-    /// A data message (`@setDataFrame`, `onMetaData`, ...): its values (those readable: data is
-    /// informational and passed on as its bytes), and its bytes to forward as-is.
-    Data {
-        values: Vec<Value>,
-        payload: Bytes,
-    },
+    /// A data message (`@setDataFrame`, `onMetaData`, ...): its AMF0 bytes, undecoded (an AMF3 data
+    /// message's leading format byte is left out). What it holds is informational: whoever wants the
+    /// values reads them with [`amf0::read_prefix`], and only if the message is worth it.
+    Data(Bytes),
     Command(Command),
     /// Any other type (shared objects, aggregates): passed on undecoded.
     Other {
@@ -175,13 +166,14 @@ impl Message {
             Message::SetPeerBandwidth { .. } => SET_PEER_BANDWIDTH,
             Message::Audio(_) => AUDIO,
             Message::Video(_) => VIDEO,
-            Message::Data { .. } => DATA_AMF0,
+            Message::Data(_) => DATA_AMF0,
             Message::Command(_) => COMMAND_AMF0,
             Message::Other { type_id, .. } => *type_id,
         }
     }
 
-    /// Decodes a reassembled message. Audio, video and data payloads are kept as the same `Bytes`.
+    /// Decodes a reassembled message. Audio, video and data payloads are kept as the same `Bytes`,
+    /// undecoded; commands are read as AMF0.
     pub fn decode(raw: &RawMessage) -> Result<Message, MessageError> {
         use type_id::*;
         let payload = &raw.payload;
@@ -214,18 +206,10 @@ impl Message {
             USER_CONTROL => Message::UserControl(decode_user_control(payload)?),
             AUDIO => Message::Audio(raw.payload.clone()),
             VIDEO => Message::Video(raw.payload.clone()),
-            DATA_AMF0 => Message::Data {
-                values: amf0::read_prefix(payload),
-                payload: raw.payload.clone(),
-            },
+            // Not read as AMF0 here: a session decodes data only from a publisher it accepted.
+            DATA_AMF0 => Message::Data(raw.payload.clone()),
             // AMF3 data and commands that hold AMF0 values after a leading format byte (§7.1.1-2).
-            DATA_AMF3 => {
-                let body = raw.payload.slice(payload.len().min(1)..);
-                Message::Data {
-                    values: amf0::read_prefix(&body),
-                    payload: body,
-                }
-            }
+            DATA_AMF3 => Message::Data(raw.payload.slice(payload.len().min(1)..)),
             COMMAND_AMF0 => Message::Command(Command::decode(payload)?),
             COMMAND_AMF3 => Message::Command(Command::decode(payload.get(1..).unwrap_or_default())?),
             _ => Message::Other {
@@ -253,18 +237,17 @@ impl Message {
                 Bytes::from(out)
             }
             Message::UserControl(event) => encode_user_control(event),
-            Message::Audio(payload) | Message::Video(payload) | Message::Other { payload, .. } => {
-                payload.clone()
-            }
-            Message::Data { payload, .. } => payload.clone(),
+            Message::Audio(payload)
+            | Message::Video(payload)
+            | Message::Data(payload)
+            | Message::Other { payload, .. } => payload.clone(),
             Message::Command(command) => command.encode(),
         }
     }
 
     /// A data message from values, encoded once.
-    pub fn data(values: Vec<Value>) -> Message {
-        let payload = Bytes::from(amf0::encode(&values));
-        Message::Data { values, payload }
+    pub fn data(values: &[Value]) -> Message {
+        Message::Data(Bytes::from(amf0::encode(values)))
     }
 }
 
@@ -391,12 +374,12 @@ mod tests {
             },
             Message::Audio(Bytes::from_static(&[0xAF, 1, 2, 3])),
             Message::Video(Bytes::from_static(&[0x17, 1, 0, 0, 0, 9])),
-            Message::data(vec![
+            Message::data(&[
                 Value::string("@setDataFrame"),
                 Value::string("onMetaData"),
                 Value::EcmaArray(vec![("width".into(), Value::Number(640.0))]),
             ]),
-            Message::data(vec![Value::string("onMetaData"), Value::EcmaArray(vec![])]),
+            Message::data(&[Value::string("onMetaData"), Value::EcmaArray(vec![])]),
             Message::Other {
                 type_id: 22,
                 payload: Bytes::from_static(b"agg"),
@@ -449,12 +432,6 @@ mod tests {
             stream_id: 1,
             payload: Bytes::new(),
         };
-        assert_eq!(
-            Message::decode(&empty_data).unwrap(),
-            Message::Data {
-                values: vec![],
-                payload: Bytes::new()
-            }
-        );
+        assert_eq!(Message::decode(&empty_data).unwrap(), Message::Data(Bytes::new()));
     }
 }

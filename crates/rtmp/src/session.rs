@@ -8,7 +8,7 @@ use bytes::Bytes;
 use thiserror::Error;
 
 use crate::amf0::Value;
-use crate::chunk::{ChunkError, ChunkReader, ChunkWriter, Limits, Outbound, RawMessage, csid};
+use crate::chunk::{ChunkError, ChunkReader, ChunkWriter, Limits, Outbound, RawMessage, SharedBudget, csid};
 use crate::handshake::HandshakeError;
 use crate::message::{Command, Message, MessageError, UserControl};
 
@@ -45,38 +45,54 @@ struct Link {
     acked: u64,
     /// The Window Acknowledgement Size we announced, if any.
     announced_window: Option<u32>,
-    limits: Limits,
+    /// While a decision is pending, the limits the input waiting for it will be read with once it
+    /// is taken, when they are not the reader's current ones (a publish being decided).
+    pending_limits: Option<Limits>,
 }
 
 impl Link {
-    fn new(limits: Limits) -> Self {
+    fn new(limits: Limits, budget: Option<SharedBudget>) -> Self {
         Self {
-            reader: ChunkReader::new(limits),
+            reader: match budget {
+                Some(budget) => ChunkReader::with_budget(limits, budget),
+                None => ChunkReader::new(limits),
+            },
             writer: ChunkWriter::new(),
             out: Outbound::new(),
             ack_window: None,
             acked: 0,
             announced_window: None,
-            limits,
+            pending_limits: None,
         }
     }
 
     fn feed(&mut self, input: &[u8]) -> Result<(), SessionError> {
         self.reader.feed(input);
-        self.check_flood()
+        self.check_flood(input.len())
     }
 
     /// `n` bytes were read straight into the reader's buffer.
     fn received(&mut self, n: usize) -> Result<(), SessionError> {
         self.reader.count_received(n);
-        self.check_flood()
+        self.check_flood(n)
     }
 
-    fn check_flood(&self) -> Result<(), SessionError> {
-        // The reader drains everything it can on each poll; more than a message's worth left over
-        // means the caller is not polling (a decision is pending) while the peer keeps sending.
-        let bound = self.limits.max_buffered + self.limits.max_message_size as usize;
-        if self.reader.buffered() > bound {
+    /// Called as `arrived` more bytes are buffered. The reader drains everything it can on each
+    /// poll, leaving at most one incomplete chunk (whose body is at most a message); more than
+    /// that left over from before these bytes means the caller is not polling (a decision is
+    /// pending) while the peer keeps sending. What arrives in one piece is the caller's to size.
+    fn check_flood(&self, arrived: usize) -> Result<(), SessionError> {
+        let bound = |limits: Limits| {
+            limits
+                .max_buffered
+                .saturating_add(limits.max_message_size as usize)
+        };
+        // Input held for a pending decision is read with the limits that follow it: an encoder that
+        // sends its first keyframe right after `publish`, without waiting for the answer (as some
+        // do), must not be cut off by the smaller limits that apply until the publish is accepted.
+        let limit = bound(self.reader.limits()).max(self.pending_limits.map_or(0, bound));
+        let left_over = self.reader.buffered().saturating_sub(arrived);
+        if arrived > 0 && left_over > limit {
             return Err(SessionError::Flooded(self.reader.buffered()));
         }
         Ok(())

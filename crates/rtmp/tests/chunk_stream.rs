@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use bytes::Bytes;
-use oxcast_rtmp::chunk::{ChunkError, ChunkReader, ChunkWriter, Limits, Outbound, RawMessage};
+use oxcast_rtmp::chunk::{ChunkError, ChunkReader, ChunkWriter, Limits, Outbound, RawMessage, SharedBudget};
 use proptest::prelude::*;
 
 fn message() -> impl Strategy<Value = RawMessage> {
@@ -135,6 +135,122 @@ proptest! {
         }
         prop_assert!(reader.buffered() <= bytes.len());
     }
+
+    /// Several readers share one budget, each reading its own interleaved chunk streams with
+    /// Aborts, replaced messages and a cut-off end, fed in turns and in pieces, until each ends
+    /// or fails. At every step the budget holds exactly what the readers hold, never more than its
+    /// maximum; once they are dropped it is back at 0.
+    #[test]
+    fn a_shared_budget_is_never_leaked(
+        connections in prop::collection::vec(
+            (
+                prop::collection::vec(message(), 1..10),
+                prop_oneof![1u32..200, Just(4096u32), Just(0x7FFF_FFFF)],
+                prop::collection::vec(any::<prop::sample::Index>(), 0..200),
+                prop::collection::vec(0u8..8, 0..200),
+                any::<prop::sample::Index>(),
+            ),
+            1..5,
+        ),
+        max_bytes in prop_oneof![0usize..2000, 2000usize..20_000, Just(usize::MAX)],
+        turns in prop::collection::vec((any::<prop::sample::Index>(), 1usize..3000), 1..60),
+    ) {
+        let budget = SharedBudget::new(max_bytes);
+        let limits = Limits { max_message_size: 6000, max_chunk_streams: 64, max_buffered: 12_000 };
+        let mut readers: Vec<(ChunkReader, Vec<u8>, bool)> = connections
+            .iter()
+            .map(|(messages, chunk_size, order, events, cut)| {
+                let bytes = interleaved(messages, *chunk_size, order, events);
+                let end = cut.index(bytes.len() + 1);
+                let mut bytes = bytes;
+                bytes.truncate(end);
+                (ChunkReader::with_budget(limits, budget.clone()), bytes, false)
+            })
+            .collect();
+        for (pick, size) in turns {
+            let i = pick.index(readers.len());
+            let (reader, bytes, failed) = &mut readers[i];
+            if !*failed && !bytes.is_empty() {
+                let piece: Vec<u8> = bytes.drain(..size.min(bytes.len())).collect();
+                reader.feed(&piece);
+                loop {
+                    match reader.next_message() {
+                        Ok(Some(_)) => {}
+                        Ok(None) => break,
+                        Err(_) => {
+                            *failed = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            let held: usize = readers.iter().map(|(r, _, _)| r.reserved()).sum();
+            prop_assert_eq!(budget.in_use(), held);
+            prop_assert!(held <= max_bytes);
+            prop_assert!(readers.iter().all(|(r, _, _)| r.reserved() <= limits.max_buffered));
+        }
+        drop(readers);
+        prop_assert_eq!(budget.in_use(), 0);
+    }
+}
+
+/// A connection's chunk stream: Set Chunk Size, then the messages' chunks interleaved in the drawn
+/// order, with, between chunks, an Abort of a random chunk stream (event 0), a fresh one-chunk
+/// message with a type-0 header on a stream that may be mid-message (event 1), or nothing.
+fn interleaved(
+    messages: &[RawMessage],
+    chunk_size: u32,
+    order: &[prop::sample::Index],
+    events: &[u8],
+) -> Vec<u8> {
+    let csids: Vec<u32> = messages.iter().map(|m| m.csid.max(3)).collect();
+    let mut queues: Vec<std::collections::VecDeque<Vec<u8>>> = Vec::new();
+    let mut queue_csid: Vec<u32> = Vec::new();
+    for (m, csid) in messages.iter().zip(&csids) {
+        let m = RawMessage {
+            csid: *csid,
+            ..m.clone()
+        };
+        match queue_csid.iter().position(|c| c == csid) {
+            Some(q) => queues[q].extend(chunks_of(&m, chunk_size)),
+            None => {
+                queue_csid.push(*csid);
+                queues.push(chunks_of(&m, chunk_size).into());
+            }
+        }
+    }
+    let mut bytes = [
+        vec![0x02, 0, 0, 0, 0, 0, 4, 1, 0, 0, 0, 0],
+        chunk_size.to_be_bytes().to_vec(),
+    ]
+    .concat();
+    let mut picks = order.iter();
+    let mut events = events.iter().cycle();
+    while queues.iter().any(|q| !q.is_empty()) {
+        let live: Vec<usize> = (0..queues.len()).filter(|i| !queues[*i].is_empty()).collect();
+        let i = picks.next().map_or(live[0], |ix| live[ix.index(live.len())]);
+        bytes.extend(queues[i].pop_front().unwrap());
+        let target = queue_csid[i.min(queue_csid.len() - 1)];
+        match events.next() {
+            Some(0) => bytes.extend(
+                [0x02, 0, 0, 0, 0, 0, 4, 2, 0, 0, 0, 0]
+                    .iter()
+                    .chain(&target.to_be_bytes()),
+            ),
+            Some(1) => {
+                let m = RawMessage {
+                    csid: target,
+                    timestamp: 0,
+                    type_id: 8,
+                    stream_id: 1,
+                    payload: Bytes::from_static(b"x"),
+                };
+                bytes.extend(chunks_of(&m, chunk_size).concat());
+            }
+            _ => {}
+        }
+    }
+    bytes
 }
 
 /// An encoder written from the spec, independent of `ChunkWriter`: every message starts with a

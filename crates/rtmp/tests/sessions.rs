@@ -503,3 +503,280 @@ fn accepting_advertises_enhanced_rtmp_and_begins_the_stream() {
     });
     assert!(begin.is_some() && begin < start, "{answers:?}");
 }
+
+/// C0+C1+C2 of the simple scheme: version 3, then zeros (a server does not check C2).
+fn simple_handshake() -> Vec<u8> {
+    let mut bytes = vec![0u8; 1 + 2 * 1536];
+    bytes[0] = 3;
+    bytes
+}
+
+/// One message cut into chunks of `chunk_size` (128 is the one every peer starts with).
+fn chunked(chunk_size: u32, csid: u32, type_id: u8, stream_id: u32, payload: &[u8]) -> Vec<u8> {
+    let mut out = oxcast_rtmp::Outbound::new();
+    let mut writer = oxcast_rtmp::ChunkWriter::new();
+    writer.set_chunk_size(chunk_size);
+    writer.write(
+        csid,
+        0,
+        type_id,
+        stream_id,
+        &Bytes::copy_from_slice(payload),
+        &mut out,
+    );
+    out.take_all()
+}
+
+/// Feeds `input` in `piece`-byte pieces until an error; returns it and the bytes fed until then.
+fn first_error(server: &mut ServerSession, input: &[u8], piece: usize) -> (Option<SessionError>, usize) {
+    let mut fed = 0;
+    for bytes in input.chunks(piece) {
+        fed += bytes.len();
+        if let Err(e) = server.handle_input(bytes) {
+            return (Some(e), fed);
+        }
+    }
+    (None, fed)
+}
+
+fn too_large(error: &Option<SessionError>, want_size: u32, want_limit: u32) -> bool {
+    matches!(error, Some(SessionError::Chunk(oxcast_rtmp::chunk::ChunkError::MessageTooLarge { size, limit }))
+        if *size == want_size && *limit == want_limit)
+}
+
+/// A client and a server up to the server's `PublishRequested`, which is left unanswered.
+fn up_to_publish_request(config: ServerConfig) -> (ClientSession, ServerSession) {
+    let mut client = ClientSession::new(ClientConfig::new("streams", "rtmp://h/streams", "k"));
+    let mut server = ServerSession::new(config);
+    for _ in 0..10 {
+        let events = serve(&mut server, &[], 1, Decision::Accept);
+        assert!(events.is_empty());
+        let mut batch = server.handle_input(&client.take_outbound()).unwrap();
+        while let Some(ServerEvent::ConnectRequested { .. }) = batch.last() {
+            server.accept_connect().unwrap();
+            batch = server.handle_input(&[]).unwrap();
+        }
+        if let Some(ServerEvent::PublishRequested { .. }) = batch.last() {
+            return (client, server);
+        }
+        client.handle_input(&server.take_outbound()).unwrap();
+    }
+    panic!("no publish request");
+}
+
+/// The hardening issue's bomb, whole: a 16 MiB data message right after the handshake. The
+/// pre-publish limits refuse it from its header, before its body is buffered.
+#[test]
+fn a_16_mib_data_message_before_publish_is_refused_at_its_header() {
+    let mut payload = vec![0x0A];
+    payload.extend(((16 << 20) - 6u32).to_be_bytes());
+    payload.resize((16 << 20) - 1, 0x05);
+    let mut input = simple_handshake();
+    input.extend(chunked(128, 3, 18, 0, &payload));
+    for piece in [4096, 1 << 20] {
+        let mut server = ServerSession::new(ServerConfig::default());
+        let (error, fed) = first_error(&mut server, &input, piece);
+        assert!(too_large(&error, (16 << 20) - 1, 65536), "{error:?}");
+        // The piece holding the header (the handshake is 3073 bytes) was the last one read.
+        assert!(fed <= 3073 + piece, "{fed} bytes fed");
+        assert!(
+            server.read_buffer().unwrap().len() <= piece,
+            "nothing near 16 MiB is buffered"
+        );
+    }
+}
+
+/// A command of 1 MiB, right after the handshake and after an accepted `connect`.
+#[test]
+fn a_1_mib_command_before_publish_is_refused_at_its_header() {
+    let mut command = oxcast_rtmp::amf0::encode(&[Value::string("connect"), Value::Number(1.0)]);
+    command.resize(1 << 20, 0x05);
+    let mut input = simple_handshake();
+    input.extend(chunked(128, 3, 20, 0, &command));
+    let mut server = ServerSession::new(ServerConfig::default());
+    let (error, fed) = first_error(&mut server, &input, 4096);
+    assert!(too_large(&error, 1 << 20, 65536), "{error:?}");
+    assert!(fed <= 3073 + 4096);
+
+    // Connected, stream created, not yet publishing: still the pre-publish limits.
+    let mut client = ClientSession::new(ClientConfig::new("streams", "rtmp://h/streams", "k"));
+    let mut server = ServerSession::new(ServerConfig::default());
+    server.handle_input(&client.take_outbound()).unwrap();
+    client.handle_input(&server.take_outbound()).unwrap();
+    let events = server.handle_input(&client.take_outbound()).unwrap();
+    assert!(matches!(
+        events.last(),
+        Some(ServerEvent::ConnectRequested { .. })
+    ));
+    server.accept_connect().unwrap();
+    // The client announced 4096-byte chunks.
+    let (error, _) = first_error(&mut server, &chunked(4096, 3, 20, 0, &command), 4096);
+    assert!(too_large(&error, 1 << 20, 65536), "{error:?}");
+}
+
+/// Media-sized messages need an accepted publish: a 100 KiB video message from a connection that
+/// is only connected is refused; the same from a publisher is delivered.
+#[test]
+fn the_media_limits_apply_once_a_publish_is_accepted() {
+    let frame = vec![0x17; 100 << 10];
+    let (_, mut server) = up_to_publish_request(ServerConfig::default());
+    server
+        .reject_publish(PublishRejection::Unauthorized, "no")
+        .unwrap();
+    let mut refused = ServerSession::new(ServerConfig::default());
+    let mut input = simple_handshake();
+    input.extend(chunked(4096, 6, 9, 1, &frame));
+    let (error, _) = first_error(&mut refused, &input, 4096);
+    assert!(too_large(&error, 100 << 10, 65536), "{error:?}");
+
+    let (mut client, mut server) = up_to_publish_request(ServerConfig::default());
+    server.accept_publish().unwrap();
+    client.handle_input(&server.take_outbound()).unwrap();
+    assert!(client.is_publishing());
+    client.send_video(0, &Bytes::from(frame.clone())).unwrap();
+    let events = serve(&mut server, &client.take_outbound(), 4096, Decision::Accept);
+    assert!(matches!(&events[..], [ServerEvent::Video { payload, .. }] if payload[..] == frame[..]));
+}
+
+/// An encoder that sends its first keyframe right after `publish`, before the answer: the bytes
+/// wait for the decision under the limits that follow it, and are read with them once it is taken.
+#[test]
+fn a_keyframe_sent_before_the_publish_decision_is_delivered_after_it() {
+    // 4 MiB: over the pre-publish message limit (64 KiB) and their flood bound (192 KiB).
+    let keyframe: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let metadata = oxcast_rtmp::amf0::encode(&[
+        Value::string("@setDataFrame"),
+        Value::string("onMetaData"),
+        Value::EcmaArray(vec![("width".into(), Value::Number(1920.0))]),
+    ]);
+    for piece in [4096, 1 << 20, usize::MAX] {
+        let (_, mut server) = up_to_publish_request(ServerConfig::default());
+        // The client announced 4096-byte chunks; its publish went on message stream 1.
+        let mut early = chunked(4096, 5, 18, 1, &metadata);
+        early.extend(chunked(4096, 6, 9, 1, &keyframe));
+        for bytes in early.chunks(piece.min(early.len())) {
+            assert_eq!(
+                server.handle_input(bytes).unwrap(),
+                vec![],
+                "nothing is read while pending"
+            );
+        }
+        server.accept_publish().unwrap();
+        let events = server.handle_input(&[]).unwrap();
+        assert!(
+            matches!(&events[0], ServerEvent::Metadata { properties, .. }
+                if properties.get("width").and_then(Value::as_number) == Some(1920.0)),
+            "{events:?}"
+        );
+        assert!(
+            matches!(&events[1..], [ServerEvent::Video { payload, .. }] if payload[..] == keyframe[..]),
+            "piece {piece}"
+        );
+    }
+}
+
+/// While a publish is decided the bound is the media limits', not none: a peer that keeps
+/// sending past them is still cut off.
+#[test]
+fn a_peer_that_floods_a_pending_publish_is_cut_off() {
+    let limits = oxcast_rtmp::Limits {
+        max_message_size: 1 << 20,
+        max_chunk_streams: 16,
+        max_buffered: 1 << 20,
+    };
+    let (_, mut server) = up_to_publish_request(ServerConfig {
+        limits,
+        ..ServerConfig::default()
+    });
+    let flood = chunked(4096, 6, 9, 1, &vec![0x17; 1 << 20]).repeat(4);
+    let (error, fed) = first_error(&mut server, &flood, 4096);
+    assert!(matches!(error, Some(SessionError::Flooded(_))), "{error:?}");
+    assert!(fed > 2 << 20 && fed <= (2 << 20) + 2 * 4096, "{fed}");
+}
+
+/// A relay destination is another server: it sends control messages and short commands. A huge
+/// message, or several large ones at once, is refused by the client's small default limits.
+#[test]
+fn a_destination_that_sends_a_huge_message_is_refused() {
+    use oxcast_rtmp::chunk::ChunkError;
+    let answers = fixture("ffmpeg.s2c.bin");
+    let s0s1s2 = &answers[..3073];
+    for (input, want) in [
+        (
+            // The largest length a header can declare (24 bits).
+            chunked(128, 3, 20, 0, &vec![0x05; (16 << 20) - 1]),
+            ChunkError::MessageTooLarge {
+                size: (16 << 20) - 1,
+                limit: 256 << 10,
+            },
+        ),
+        (
+            // Three 200 KiB messages started together: 600 KiB in progress.
+            [3u32, 4, 5]
+                .iter()
+                .flat_map(|csid| chunked(128, *csid, 20, 0, &vec![0x05; 200 << 10])[..140].to_vec())
+                .collect(),
+            ChunkError::BufferLimit(512 << 10),
+        ),
+    ] {
+        let mut client = ClientSession::new(ClientConfig::new("live", "rtmp://h/live", "k"));
+        client.handle_input(s0s1s2).unwrap();
+        let error = input
+            .chunks(4096)
+            .find_map(|piece| client.handle_input(piece).err());
+        assert_eq!(error, Some(SessionError::Chunk(want)));
+    }
+}
+
+/// Sessions given one `SharedBudget` draw their messages in progress from it, are refused with a
+/// typed error when it is spent, and give back what they held when they end.
+#[test]
+fn sessions_share_one_budget_and_give_it_back() {
+    use oxcast_rtmp::SharedBudget;
+    use oxcast_rtmp::chunk::ChunkError;
+    let budget = SharedBudget::new(1 << 20);
+    let publisher = |budget: &SharedBudget| {
+        let mut client = ClientSession::new(ClientConfig::new("streams", "rtmp://h/streams", "k"));
+        let mut server = ServerSession::with_budget(ServerConfig::default(), budget.clone());
+        pump(&mut client, &mut server, Decision::Accept).unwrap();
+        assert!(client.is_publishing());
+        (client, server)
+    };
+    let (mut first, mut first_server) = publisher(&budget);
+    let (mut second, mut second_server) = publisher(&budget);
+    assert_eq!(budget.in_use(), 0);
+
+    // The first publisher's 800 KiB keyframe is half there: all of it is reserved.
+    first.send_video(0, &Bytes::from(vec![0x17; 800 << 10])).unwrap();
+    let keyframe = first.take_outbound();
+    assert_eq!(first_server.handle_input(&keyframe[..400 << 10]).unwrap(), vec![]);
+    assert_eq!(budget.in_use(), 800 << 10);
+
+    // The second one's 300 KiB frame does not fit beside it.
+    second.send_video(0, &Bytes::from(vec![0x27; 300 << 10])).unwrap();
+    let frame = second.take_outbound();
+    let error = second_server.handle_input(&frame).unwrap_err();
+    assert_eq!(
+        error,
+        SessionError::Chunk(ChunkError::SharedBudgetFull {
+            size: 300 << 10,
+            max_bytes: 1 << 20
+        })
+    );
+    assert!(error.to_string().contains("server-wide budget"), "{error}");
+    assert_eq!(budget.in_use(), 800 << 10);
+
+    // The keyframe completes: given back. A third publisher's frame fits.
+    let events = first_server.handle_input(&keyframe[400 << 10..]).unwrap();
+    assert!(matches!(&events[..], [ServerEvent::Video { payload, .. }] if payload.len() == 800 << 10));
+    assert_eq!(budget.in_use(), 0);
+    let (mut third, mut third_server) = publisher(&budget);
+    third.send_video(0, &Bytes::from(vec![0x27; 300 << 10])).unwrap();
+    let frame = third.take_outbound();
+    // Its first 4096-byte chunk (the client's chunk size) is reserved as soon as it is read.
+    third_server.handle_input(&frame[..5000]).unwrap();
+    assert_eq!(budget.in_use(), 300 << 10);
+    // A session dropped mid-message gives its share back.
+    drop(third_server);
+    assert_eq!(budget.in_use(), 0);
+}

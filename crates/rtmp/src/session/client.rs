@@ -20,10 +20,21 @@ pub struct ClientConfig {
     pub scheme: Scheme,
     /// Our outgoing chunk size, announced right after the handshake.
     pub chunk_size: u32,
+    /// Bounds on what the server may make us hold. A server answers a publisher with control
+    /// messages and short commands only, so the default ([`ClientConfig::DEFAULT_LIMITS`]) is small.
     pub limits: Limits,
 }
 
 impl ClientConfig {
+    /// What a publishing client accepts from the server: nginx-rtmp's largest answer (the `connect`
+    /// `_result`) is under 300 bytes, so 256 KiB leaves room for any server's without letting a
+    /// hostile destination make a relay hold megabytes.
+    pub const DEFAULT_LIMITS: Limits = Limits {
+        max_message_size: 256 << 10,
+        max_chunk_streams: 16,
+        max_buffered: 512 << 10,
+    };
+
     pub fn new(app: &str, tc_url: &str, stream_key: &str) -> Self {
         Self {
             app: app.to_owned(),
@@ -31,7 +42,7 @@ impl ClientConfig {
             stream_key: stream_key.to_owned(),
             scheme: Scheme::Digest0,
             chunk_size: 4096,
-            limits: Limits::default(),
+            limits: Self::DEFAULT_LIMITS,
         }
     }
 }
@@ -75,7 +86,7 @@ impl ClientSession {
     pub fn new(config: ClientConfig) -> Self {
         let mut c0c1 = Vec::new();
         let handshake = ClientHandshake::new(config.scheme, &mut c0c1);
-        let mut link = Link::new(config.limits);
+        let mut link = Link::new(config.limits, None);
         link.out.put_slice(&c0c1);
         Self {
             config,
@@ -216,7 +227,7 @@ impl ClientSession {
 
     /// Sends `@setDataFrame onMetaData` with `properties`.
     pub fn send_metadata(&mut self, properties: Value) -> Result<(), SessionError> {
-        let message = Message::data(vec![
+        let message = Message::data(&[
             Value::string("@setDataFrame"),
             Value::string("onMetaData"),
             properties,

@@ -4,12 +4,17 @@
 //! Requests need a decision: after [`ServerEvent::ConnectRequested`] or [`ServerEvent::PublishRequested`]
 //! the session reads nothing further until the caller calls `accept_*` or `reject_*`; bytes that
 //! arrive meanwhile stay buffered, and the next [`ServerSession::poll`] (or `handle_input(&[])`) goes on.
+//!
+//! Until a publish is accepted the peer is a stranger: the chunk stream is read with
+//! [`ServerConfig::pre_publish`] (small messages, few chunk streams), data messages are dropped
+//! without being decoded, and media is ignored. [`ServerSession::accept_publish`] switches to
+//! [`ServerConfig::limits`], sized for media.
 
 use bytes::{Bytes, BytesMut};
 
 use super::{Link, SessionError, status_object};
-use crate::amf0::Value;
-use crate::chunk::{Limits, Outbound, RawMessage};
+use crate::amf0::{self, Value};
+use crate::chunk::{Limits, Outbound, RawMessage, SharedBudget};
 use crate::handshake::{Progress, ServerHandshake};
 use crate::message::{BandwidthLimit, Command, Message, UserControl};
 
@@ -20,9 +25,25 @@ pub struct ServerConfig {
     pub chunk_size: u32,
     /// Window Acknowledgement Size and Set Peer Bandwidth we announce.
     pub window_ack_size: u32,
+    /// Bounds once a publish is accepted, sized for media (keyframes of several MiB).
     pub limits: Limits,
+    /// Bounds until a publish is accepted: anyone who can open a connection gets this far, and
+    /// needs only commands of a few hundred bytes (see [`ServerConfig::DEFAULT_PRE_PUBLISH`]).
+    pub pre_publish: Limits,
     /// `createStream` calls one connection may make.
     pub max_streams: u32,
+}
+
+impl ServerConfig {
+    /// The default [`ServerConfig::pre_publish`]. An encoder's largest message before media is its
+    /// `connect` (ffmpeg's is about 200 bytes, OBS's about 300) and it uses three or four chunk
+    /// streams: 64 KiB messages, 16 chunk streams and 128 KiB in progress leave room for any of them
+    /// while a stranger's connection costs at most a few hundred KiB.
+    pub const DEFAULT_PRE_PUBLISH: Limits = Limits {
+        max_message_size: 64 << 10,
+        max_chunk_streams: 16,
+        max_buffered: 128 << 10,
+    };
 }
 
 impl Default for ServerConfig {
@@ -31,6 +52,7 @@ impl Default for ServerConfig {
             chunk_size: 4096,
             window_ack_size: 2_500_000,
             limits: Limits::default(),
+            pre_publish: Self::DEFAULT_PRE_PUBLISH,
             max_streams: 8,
         }
     }
@@ -128,11 +150,24 @@ pub struct ServerSession {
 }
 
 impl ServerSession {
+    /// A session whose messages in progress are bounded by its own limits alone.
     pub fn new(config: ServerConfig) -> Self {
+        Self::build(config, None)
+    }
+
+    /// A session whose multi-chunk messages in progress also draw on `budget`, shared with every
+    /// other session (and reader) given a clone of it: [`crate::chunk::ChunkError::SharedBudgetFull`]
+    /// when it is spent. What a session holds is given back as messages complete and when it is
+    /// dropped.
+    pub fn with_budget(config: ServerConfig, budget: SharedBudget) -> Self {
+        Self::build(config, Some(budget))
+    }
+
+    fn build(config: ServerConfig, budget: Option<SharedBudget>) -> Self {
         Self {
             config,
             handshake: Some(ServerHandshake::new()),
-            link: Link::new(config.limits),
+            link: Link::new(config.pre_publish, budget),
             app: None,
             pending: Pending::None,
             streams_created: 0,
@@ -235,9 +270,8 @@ impl ServerSession {
                 timestamp: raw.timestamp,
                 payload,
             }),
-            Message::Data { values, payload } if publishing => {
-                Some(data_event(raw.timestamp, values, payload))
-            }
+            // Decoded only for an accepted publisher: a stranger's data is dropped as bytes.
+            Message::Data(payload) if publishing => Some(data_event(raw.timestamp, payload)),
             _ => None,
         })
     }
@@ -329,6 +363,8 @@ impl ServerSession {
                     stream_id,
                     stream_key: stream_key.clone(),
                 };
+                // What arrives while this is decided is read with `limits` if it is accepted.
+                self.link.pending_limits = Some(self.config.limits);
                 let app = self.app.clone().unwrap_or_default();
                 Ok(Some(ServerEvent::PublishRequested {
                     app,
@@ -465,6 +501,10 @@ impl ServerSession {
             &format!("{stream_key} is now published"),
         );
         self.publishing = Some((stream_id, stream_key));
+        // From here on the peer is a publisher we accepted: media-sized messages. The reader stopped
+        // right after `publish`, so whatever followed it is read with these limits.
+        self.link.reader.set_limits(self.config.limits);
+        self.link.pending_limits = None;
         Ok(())
     }
 
@@ -474,6 +514,7 @@ impl ServerSession {
             return Err(SessionError::Protocol("no publish request to reject"));
         };
         self.pending = Pending::Refused;
+        self.link.pending_limits = None;
         let code = match why {
             PublishRejection::BadName => "NetStream.Publish.BadName",
             PublishRejection::Unauthorized => "NetStream.Publish.Unauthorized",
@@ -484,7 +525,9 @@ impl ServerSession {
 }
 
 /// `@setDataFrame` wraps what the encoder wants stored; `onMetaData` under it (or bare) is metadata.
-fn data_event(timestamp: u32, values: Vec<Value>, payload: Bytes) -> ServerEvent {
+/// The values readable (at most `amf0::MAX_VALUES`) are kept: an odd one must not end a publish.
+fn data_event(timestamp: u32, payload: Bytes) -> ServerEvent {
+    let values = amf0::read_prefix(&payload);
     let skip = usize::from(values.first().and_then(Value::as_str) == Some("@setDataFrame"));
     let mut rest = values.iter().skip(skip);
     if rest.next().and_then(Value::as_str) == Some("onMetaData")
