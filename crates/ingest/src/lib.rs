@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use oxcast_core::{PublishRefused, Publisher, Registry};
 use oxcast_media::{Demuxer, MediaEvent, TimestampGuard};
-use oxcast_rtmp::{PublishRejection, ServerConfig, ServerEvent, ServerSession, SessionError};
+use oxcast_rtmp::{PublishRejection, ServerConfig, ServerEvent, ServerSession, SessionError, SharedBudget};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -41,6 +41,10 @@ pub struct IngestConfig {
     /// Connections from one address (IPv6: one /64) that are not publishing yet; more are closed
     /// on accept.
     pub max_pending_per_ip: usize,
+    /// Message size limits before and after a publish is accepted.
+    pub session: ServerConfig,
+    /// Bytes of messages being reassembled, all connections together.
+    pub partial_messages_budget: usize,
 }
 
 /// A socket write that takes longer than this means the encoder stopped reading.
@@ -58,6 +62,7 @@ pub async fn serve(
     let config = Arc::new(config);
     let permits = Arc::new(Semaphore::new(config.max_connections));
     let pending = pending::PendingPeers::new(config.max_pending_per_ip);
+    let budget = SharedBudget::new(config.partial_messages_budget);
     let tracker = TaskTracker::new();
     loop {
         let accepted = tokio::select! {
@@ -82,10 +87,11 @@ pub async fn serve(
             continue;
         };
         let (registry, config, shutdown) = (registry.clone(), config.clone(), shutdown.clone());
+        let session = ServerSession::with_budget(config.session, budget.clone());
         tracker.spawn(async move {
             let _permit = permit;
             let _ = socket.set_nodelay(true);
-            let mut connection = Connection::new(socket, peer, registry, config, slot);
+            let mut connection = Connection::new(socket, peer, registry, config, session, slot);
             let result = connection.run(&shutdown).await;
             connection.finish(result).await;
         });
@@ -253,6 +259,7 @@ impl Connection {
         peer: SocketAddr,
         registry: Arc<Registry>,
         config: Arc<IngestConfig>,
+        session: ServerSession,
         pending: pending::PendingSlot,
     ) -> Self {
         Self {
@@ -260,7 +267,7 @@ impl Connection {
             peer,
             registry,
             config,
-            session: ServerSession::new(ServerConfig::default()),
+            session,
             demuxer: Demuxer::new(),
             timestamps: TimestampGuard::new(),
             publisher: None,

@@ -156,6 +156,8 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             publish_timeout: settings.rtmp_publish_timeout,
             max_connections: settings.rtmp_max_connections,
             max_pending_per_ip: settings.rtmp_max_pending_per_ip,
+            session: settings.rtmp_session,
+            partial_messages_budget: settings.rtmp_partial_messages_budget,
         },
         shutdown.clone(),
     ));

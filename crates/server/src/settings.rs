@@ -22,6 +22,8 @@ pub(crate) struct Settings {
     pub(crate) rtmp_publish_timeout: Duration,
     pub(crate) rtmp_max_connections: usize,
     pub(crate) rtmp_max_pending_per_ip: usize,
+    pub(crate) rtmp_session: oxcast_rtmp::ServerConfig,
+    pub(crate) rtmp_partial_messages_budget: usize,
     pub(crate) hls: oxcast_hls::HlsConfig,
     pub(crate) http_listen: SocketAddr,
     pub(crate) public_rtmp_url: String,
@@ -76,6 +78,9 @@ struct RawRtmp {
     max_connections: u64,
     publish_timeout_sec: u64,
     max_pending_per_ip: u64,
+    max_message_bytes: u64,
+    pre_publish_max_message_bytes: u64,
+    partial_messages_budget_bytes: u64,
 }
 
 #[derive(Deserialize)]
@@ -225,6 +230,11 @@ impl Settings {
             rtmp_no_media_timeout: seconds("rtmp.no_media_timeout_sec", raw.rtmp.no_media_timeout_sec)?,
             rtmp_publish_timeout: seconds("rtmp.publish_timeout_sec", raw.rtmp.publish_timeout_sec)?,
             rtmp_max_pending_per_ip: count("rtmp.max_pending_per_ip", raw.rtmp.max_pending_per_ip, 1)?,
+            rtmp_session: rtmp_session(&raw.rtmp)?,
+            rtmp_partial_messages_budget: bytes(
+                "rtmp.partial_messages_budget_bytes",
+                raw.rtmp.partial_messages_budget_bytes,
+            )?,
             rtmp_max_connections: match raw.rtmp.max_connections {
                 0 => {
                     return Err(SettingsError(
@@ -305,6 +315,41 @@ fn seconds(key: &str, value: u64) -> Result<Duration, SettingsError> {
         return Err(SettingsError(format!("{key} {value}: use 1 to 3600 seconds")));
     }
     Ok(Duration::from_secs(value))
+}
+
+/// Message limits of RTMP sessions: `max_message_bytes` once publishing (with room for two such
+/// messages in progress), `pre_publish_max_message_bytes` before.
+fn rtmp_session(raw: &RawRtmp) -> Result<oxcast_rtmp::ServerConfig, SettingsError> {
+    let default = oxcast_rtmp::ServerConfig::default();
+    let max = match raw.max_message_bytes {
+        n @ 65_536..=268_435_456 => n as usize,
+        n => {
+            return Err(SettingsError(format!(
+                "rtmp.max_message_bytes {n}: use 65536 to 268435456 bytes"
+            )));
+        }
+    };
+    let pre = match raw.pre_publish_max_message_bytes {
+        n @ 4096..=1_048_576 => n as usize,
+        n => {
+            return Err(SettingsError(format!(
+                "rtmp.pre_publish_max_message_bytes {n}: use 4096 to 1048576 bytes"
+            )));
+        }
+    };
+    Ok(oxcast_rtmp::ServerConfig {
+        limits: oxcast_rtmp::Limits {
+            max_message_size: max as u32,
+            max_buffered: 2 * max,
+            ..default.limits
+        },
+        pre_publish: oxcast_rtmp::Limits {
+            max_message_size: pre as u32,
+            max_buffered: 2 * pre,
+            ..default.pre_publish
+        },
+        ..default
+    })
 }
 
 /// A count of at least `min`.
