@@ -16,8 +16,10 @@
 //!
 //! Layout under the archive directory: `recording/<stream id>-<start ms>.mp4.part` (with the asset's
 //! public_id beside it in `….public_id`) while recording, `<public_id>/<start ms>-<stream id>.mp4`
-//! once finalized.
+//! once finalized. Every name is synced into its directory once its data is synced
+//! (`durable.rs`), so a power cut loses neither a recording nor its public_id.
 
+mod durable;
 pub mod mp4;
 mod recorder;
 
@@ -48,7 +50,7 @@ pub struct Archives {
 
 impl Archives {
     pub fn new(config: ArchiveConfig, store: Store) -> std::io::Result<Self> {
-        std::fs::create_dir_all(config.dir.join(RECORDING_DIR))?;
+        durable::create_dirs(&config.dir.join(RECORDING_DIR))?;
         Ok(Self {
             config: Arc::new(config),
             store,
@@ -127,23 +129,40 @@ pub(crate) struct Unfinished {
 }
 
 impl Unfinished {
-    /// A new recording's names; its public_id is written beside it first, so a crash cannot
-    /// leave a recording whose asset name is unknown.
+    /// Creates a new recording holding `init`. The public_id file comes first and is synced
+    /// into the directory before the recording exists, so a crash cannot leave a recording whose
+    /// asset name is unknown; then the recording is synced into the directory, so the fragments
+    /// synced into it later cannot lose their file.
     pub(crate) fn create(
         config: &ArchiveConfig,
         stream_id: &StreamId,
         public_id: &str,
         started_ms: i64,
-    ) -> std::io::Result<Self> {
+        init: &[u8],
+    ) -> std::io::Result<(Self, std::fs::File)> {
         let dir = config.dir.join(RECORDING_DIR);
         let stem = format!("{}-{started_ms}", stream_id.as_str());
-        std::fs::write(dir.join(format!("{stem}{PUBLIC_ID_SUFFIX}")), public_id)?;
-        Ok(Self {
-            stream_id: stream_id.clone(),
-            started_ms,
-            public_id: public_id.to_owned(),
-            part: dir.join(format!("{stem}{PART_SUFFIX}")),
-        })
+        let public_id_file = dir.join(format!("{stem}{PUBLIC_ID_SUFFIX}"));
+        durable::write_new(&public_id_file, public_id.as_bytes())?;
+        let part = dir.join(format!("{stem}{PART_SUFFIX}"));
+        let created = durable::sync_dir(&dir)
+            .and_then(|()| durable::write_new(&part, init))
+            .and_then(|file| durable::sync_dir(&dir).map(|()| file));
+        match created {
+            Ok(file) => {
+                let unfinished = Self {
+                    stream_id: stream_id.clone(),
+                    started_ms,
+                    public_id: public_id.to_owned(),
+                    part,
+                };
+                Ok((unfinished, file))
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&public_id_file);
+                Err(e)
+            }
+        }
     }
 
     fn from_path(part: &Path) -> Option<Self> {
@@ -168,9 +187,9 @@ impl Unfinished {
     }
 }
 
-/// Turns a fragmented recording into its asset: progressive MP4 under a temporary name, renamed
-/// into place, listed in the store; then the fragmented file goes. A recording with no whole
-/// fragment (the stream sent nothing) leaves no asset.
+/// Turns a fragmented recording into its asset: progressive MP4 under a temporary name, synced,
+/// renamed into place, that name synced, then listed in the store; then the fragmented file
+/// goes. A recording with no whole fragment (the stream sent nothing) leaves no asset.
 pub(crate) async fn finalize(config: &ArchiveConfig, store: &Store, unfinished: Unfinished) {
     let relative = PathBuf::from("archive").join(&unfinished.public_id).join(format!(
         "{}-{}.mp4",
@@ -181,7 +200,7 @@ pub(crate) async fn finalize(config: &ArchiveConfig, store: &Store, unfinished: 
     let part = unfinished.part.clone();
     let done = tokio::task::spawn_blocking(move || -> Result<Option<mp4::Summary>, String> {
         let dir = target.parent().ok_or("no directory")?;
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        durable::create_dirs(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let temporary = target.with_extension("mp4.tmp");
         let summary = match mp4::finalize(&part, &temporary) {
             Ok(summary) => summary,
@@ -194,7 +213,10 @@ pub(crate) async fn finalize(config: &ArchiveConfig, store: &Store, unfinished: 
                 return Err(e.to_string());
             }
         };
-        std::fs::rename(&temporary, &target).map_err(|e| format!("{}: {e}", target.display()))?;
+        if let Err(e) = durable::rename_new(&temporary, &target) {
+            let _ = std::fs::remove_file(&temporary);
+            return Err(format!("{}: {e}", target.display()));
+        }
         Ok(Some(summary))
     })
     .await
@@ -237,7 +259,14 @@ pub(crate) async fn finalize(config: &ArchiveConfig, store: &Store, unfinished: 
     }
 }
 
+/// After the asset is listed: the recording and its public_id go, and that is synced too, so a
+/// power cut does not bring the recording back to be finalized a second time.
 fn remove_unfinished(unfinished: &Unfinished) {
     let _ = std::fs::remove_file(&unfinished.part);
     let _ = std::fs::remove_file(unfinished.public_id_file());
+    if let Some(dir) = unfinished.part.parent()
+        && let Err(e) = durable::sync_dir(dir)
+    {
+        tracing::warn!(dir = %dir.display(), "cannot sync the recording directory: {e}");
+    }
 }

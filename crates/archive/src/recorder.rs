@@ -1,7 +1,6 @@
 //! One stream's recorder: bus events in, fragments written to the recording as they complete.
 
 use std::fs::File;
-use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -130,14 +129,8 @@ async fn start(recording: &Recording, tracks: &Tracks, frame: &Frame) -> Result<
     let init = mp4::init_segment(tracks);
     let created = tokio::task::spawn_blocking(move || -> Result<(Unfinished, File), Stop> {
         check_space(&config)?;
-        let create = || -> std::io::Result<(Unfinished, File)> {
-            let unfinished = Unfinished::create(&config, &stream_id, &public_id, started_ms)?;
-            let mut file = File::create_new(&unfinished.part)?;
-            file.write_all(&init)?;
-            file.sync_data()?;
-            Ok((unfinished, file))
-        };
-        create().map_err(|e| Stop::Failed(format!("cannot create the recording: {e}")))
+        Unfinished::create(&config, &stream_id, &public_id, started_ms, &init)
+            .map_err(|e| Stop::Failed(format!("cannot create the recording: {e}")))
     })
     .await
     .map_err(|e| Stop::Failed(e.to_string()))??;
