@@ -16,13 +16,16 @@
 //!
 //! Layout under the archive directory: `recording/<stream id>-<start ms>.mp4.part` (with the asset's
 //! public_id beside it in `….public_id`) while recording, `<public_id>/<start ms>-<stream id>.mp4`
-//! once finalized. Every name is synced into its directory once its data is synced
+//! once finalized. A name that is taken gets a sequence number (`…-<start ms>-1.mp4.part`,
+//! `…-<stream id>-1.mp4`): names are claimed with create-new and no-replace renames, so two
+//! recordings never share one. Every name is synced into its directory once its data is synced
 //! (`durable.rs`), so a power cut loses neither a recording nor its public_id.
 
 mod durable;
 pub mod mp4;
 mod recorder;
 
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -105,6 +108,9 @@ impl Archives {
 const RECORDING_DIR: &str = "recording";
 const PART_SUFFIX: &str = ".mp4.part";
 const PUBLIC_ID_SUFFIX: &str = ".public_id";
+/// Names tried after a taken one: more recordings of one stream in one millisecond than this
+/// is not a clock, it is a bug.
+const MAX_SEQUENCE: u32 = 1000;
 
 fn list_parts(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut parts = Vec::new();
@@ -124,106 +130,136 @@ pub(crate) struct Unfinished {
     pub(crate) stream_id: StreamId,
     /// Unix epoch milliseconds.
     pub(crate) started_ms: i64,
+    /// 0, or what made the name free when another recording of the stream started in the same
+    /// millisecond.
+    pub(crate) sequence: u32,
     pub(crate) public_id: String,
     pub(crate) part: PathBuf,
 }
 
 impl Unfinished {
-    /// Creates a new recording holding `init`. The public_id file comes first and is synced
-    /// into the directory before the recording exists, so a crash cannot leave a recording whose
-    /// asset name is unknown; then the recording is synced into the directory, so the fragments
-    /// synced into it later cannot lose their file.
+    /// Claims the first free name for a new recording and creates it holding `init`. The
+    /// public_id file comes first and is synced into the directory before the recording exists,
+    /// so a crash cannot leave a recording whose asset name is unknown; then the recording is
+    /// synced into the directory, so the fragments synced into it later cannot lose their file.
     pub(crate) fn create(
         config: &ArchiveConfig,
         stream_id: &StreamId,
         public_id: &str,
         started_ms: i64,
         init: &[u8],
-    ) -> std::io::Result<(Self, std::fs::File)> {
+    ) -> io::Result<(Self, std::fs::File)> {
         let dir = config.dir.join(RECORDING_DIR);
-        let stem = format!("{}-{started_ms}", stream_id.as_str());
-        let public_id_file = dir.join(format!("{stem}{PUBLIC_ID_SUFFIX}"));
-        durable::write_new(&public_id_file, public_id.as_bytes())?;
-        let part = dir.join(format!("{stem}{PART_SUFFIX}"));
-        let created = durable::sync_dir(&dir)
-            .and_then(|()| durable::write_new(&part, init))
-            .and_then(|file| durable::sync_dir(&dir).map(|()| file));
-        match created {
-            Ok(file) => {
-                let unfinished = Self {
-                    stream_id: stream_id.clone(),
-                    started_ms,
-                    public_id: public_id.to_owned(),
-                    part,
-                };
-                Ok((unfinished, file))
+        for sequence in 0..=MAX_SEQUENCE {
+            let stem = part_stem(stream_id, started_ms, sequence);
+            let public_id_file = dir.join(format!("{stem}{PUBLIC_ID_SUFFIX}"));
+            match durable::write_new(&public_id_file, public_id.as_bytes()) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
             }
-            Err(e) => {
-                let _ = std::fs::remove_file(&public_id_file);
-                Err(e)
+            let part = dir.join(format!("{stem}{PART_SUFFIX}"));
+            let created = durable::sync_dir(&dir)
+                .and_then(|()| durable::write_new(&part, init))
+                .and_then(|file| durable::sync_dir(&dir).map(|()| file));
+            match created {
+                Ok(file) => {
+                    let unfinished = Self {
+                        stream_id: stream_id.clone(),
+                        started_ms,
+                        sequence,
+                        public_id: public_id.to_owned(),
+                        part,
+                    };
+                    return Ok((unfinished, file));
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&public_id_file);
+                    // A recording without its public_id file (not ours) holds this name.
+                    if e.kind() == io::ErrorKind::AlreadyExists {
+                        continue;
+                    }
+                    return Err(e);
+                }
             }
         }
+        Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("every name for a recording started at {started_ms} is taken"),
+        ))
     }
 
+    /// Parses `<stream id>-<start ms>[-<sequence>].mp4.part` and reads its public_id file.
     fn from_path(part: &Path) -> Option<Self> {
         let name = part.file_name()?.to_str()?;
         let stem = name.strip_suffix(PART_SUFFIX)?;
-        let (id, started) = stem.split_once('-')?;
+        let mut fields = stem.split('-');
+        let (id, started) = (fields.next()?, fields.next()?);
+        let sequence = match fields.next() {
+            None => 0,
+            Some(n) => n.parse().ok().filter(|n| (1..=MAX_SEQUENCE).contains(n))?,
+        };
+        if fields.next().is_some() {
+            return None;
+        }
         let public_id =
             std::fs::read_to_string(part.with_file_name(format!("{stem}{PUBLIC_ID_SUFFIX}"))).ok()?;
         oxcast_core::rules::check_public_id(&public_id).ok()?;
         Some(Self {
             stream_id: StreamId::parse(id)?,
             started_ms: started.parse().ok()?,
+            sequence,
             public_id,
             part: part.to_owned(),
         })
     }
 
     fn public_id_file(&self) -> PathBuf {
-        let name = self.part.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        let stem = name.strip_suffix(PART_SUFFIX).unwrap_or(name);
+        let stem = part_stem(&self.stream_id, self.started_ms, self.sequence);
         self.part.with_file_name(format!("{stem}{PUBLIC_ID_SUFFIX}"))
+    }
+
+    /// The finalized file's name, relative to the storage directory: `archive/<public_id>/<start
+    /// ms>-<stream id>[-<sequence>].mp4`.
+    fn asset(&self, sequence: u32) -> PathBuf {
+        let mut name = format!("{}-{}", self.started_ms, self.stream_id.as_str());
+        if sequence > 0 {
+            name.push_str(&format!("-{sequence}"));
+        }
+        name.push_str(".mp4");
+        PathBuf::from("archive").join(&self.public_id).join(name)
     }
 }
 
+fn part_stem(stream_id: &StreamId, started_ms: i64, sequence: u32) -> String {
+    match sequence {
+        0 => format!("{}-{started_ms}", stream_id.as_str()),
+        n => format!("{}-{started_ms}-{n}", stream_id.as_str()),
+    }
+}
+
+/// How finalizing went, short of listing.
+enum Finalized {
+    /// The asset, relative to the storage directory.
+    Done(mp4::Summary, PathBuf),
+    NoMedia,
+}
+
 /// Turns a fragmented recording into its asset: progressive MP4 under a temporary name, synced,
-/// renamed into place, that name synced, then listed in the store; then the fragmented file
-/// goes. A recording with no whole fragment (the stream sent nothing) leaves no asset.
+/// renamed to a free name, that name synced, then listed in the store; then the fragmented file
+/// goes. A recording with no whole fragment (the stream sent nothing) leaves no asset. On an
+/// error the recording is kept as it is and finalized at the next start.
 pub(crate) async fn finalize(config: &ArchiveConfig, store: &Store, unfinished: Unfinished) {
-    let relative = PathBuf::from("archive").join(&unfinished.public_id).join(format!(
-        "{}-{}.mp4",
-        unfinished.started_ms,
-        unfinished.stream_id.as_str()
-    ));
-    let target = config.storage_dir.join(&relative);
-    let part = unfinished.part.clone();
-    let done = tokio::task::spawn_blocking(move || -> Result<Option<mp4::Summary>, String> {
-        let dir = target.parent().ok_or("no directory")?;
-        durable::create_dirs(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let temporary = target.with_extension("mp4.tmp");
-        let summary = match mp4::finalize(&part, &temporary) {
-            Ok(summary) => summary,
-            Err(mp4::Mp4Error::NoMedia) => {
-                let _ = std::fs::remove_file(&temporary);
-                return Ok(None);
-            }
-            Err(e) => {
-                let _ = std::fs::remove_file(&temporary);
-                return Err(e.to_string());
-            }
-        };
-        if let Err(e) = durable::rename_new(&temporary, &target) {
-            let _ = std::fs::remove_file(&temporary);
-            return Err(format!("{}: {e}", target.display()));
-        }
-        Ok(Some(summary))
+    let job = (config.clone(), unfinished.clone());
+    let done = tokio::task::spawn_blocking(move || {
+        let (config, unfinished) = job;
+        finalize_file(&config, &unfinished)
     })
     .await
     .unwrap_or_else(|e| Err(format!("finalizing failed: {e}")));
-    let summary = match done {
-        Ok(Some(summary)) => summary,
-        Ok(None) => {
+    let (summary, relative) = match done {
+        Ok(Finalized::Done(summary, relative)) => (summary, relative),
+        Ok(Finalized::NoMedia) => {
             tracing::info!(stream_id = %unfinished.stream_id, "recording holds no media; no asset made");
             remove_unfinished(&unfinished);
             return;
@@ -259,6 +295,43 @@ pub(crate) async fn finalize(config: &ArchiveConfig, store: &Store, unfinished: 
     }
 }
 
+/// Blocking: writes the asset and renames it into place.
+fn finalize_file(config: &ArchiveConfig, unfinished: &Unfinished) -> Result<Finalized, String> {
+    let part = &unfinished.part;
+    let first = unfinished.asset(unfinished.sequence);
+    let target = config.storage_dir.join(&first);
+    let dir = target.parent().ok_or("no directory")?;
+    durable::create_dirs(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // Unique while the recording is: its name is.
+    let temporary = target.with_extension("mp4.tmp");
+    let summary = match mp4::finalize(part, &temporary) {
+        Ok(summary) => summary,
+        Err(mp4::Mp4Error::NoMedia) => {
+            let _ = std::fs::remove_file(&temporary);
+            return Ok(Finalized::NoMedia);
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&temporary);
+            return Err(e.to_string());
+        }
+    };
+    // The first free name: one is taken only if the clock went back to this same millisecond.
+    for sequence in unfinished.sequence..=unfinished.sequence.saturating_add(MAX_SEQUENCE) {
+        let relative = unfinished.asset(sequence);
+        let target = config.storage_dir.join(&relative);
+        match durable::rename_new(&temporary, &target) {
+            Ok(()) => return Ok(Finalized::Done(summary, relative)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                let _ = std::fs::remove_file(&temporary);
+                return Err(format!("{}: {e}", target.display()));
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&temporary);
+    Err(format!("every name like {} is taken", target.display()))
+}
+
 /// After the asset is listed: the recording and its public_id go, and that is synced too, so a
 /// power cut does not bring the recording back to be finalized a second time.
 fn remove_unfinished(unfinished: &Unfinished) {
@@ -268,5 +341,162 @@ fn remove_unfinished(unfinished: &Unfinished) {
         && let Err(e) = durable::sync_dir(dir)
     {
         tracing::warn!(dir = %dir.display(), "cannot sync the recording directory: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use oxcast_media::{AvcConfig, Frame, Track};
+
+    use super::*;
+    use crate::mp4::testing::{AVC_RECORD, Played, play};
+    use crate::mp4::{FragmentWriter, Tracks};
+
+    /// A storage directory with its store and recorders, and one stream's bus.
+    struct Fixture {
+        _tmp: tempfile::TempDir,
+        config: ArchiveConfig,
+        store: Store,
+        archives: Archives,
+        stream_id: StreamId,
+    }
+
+    const PUBLIC_ID: &str = "shows/live";
+
+    impl Fixture {
+        fn new(adjust: impl FnOnce(&mut ArchiveConfig)) -> Fixture {
+            let tmp = tempfile::tempdir().unwrap();
+            let storage = tmp.path().join("data");
+            let mut config = ArchiveConfig {
+                dir: storage.join("archive"),
+                storage_dir: storage.clone(),
+                min_free_bytes: 0,
+            };
+            adjust(&mut config);
+            let store = Store::open(&storage).unwrap();
+            let archives = Archives::new(config.clone(), store.clone()).unwrap();
+            Fixture {
+                _tmp: tmp,
+                config,
+                store,
+                archives,
+                stream_id: StreamId::generate(),
+            }
+        }
+
+        /// The stream's listed recordings, each as a player reads it, in recording order.
+        async fn recordings(&self) -> Vec<(Archive, Vec<Played>)> {
+            let mut listed: Vec<_> = self
+                .store
+                .stream_archives(&self.stream_id)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|archive| {
+                    let file = std::fs::read(self.config.storage_dir.join(&archive.path)).unwrap();
+                    (archive, play(&file))
+                })
+                .collect();
+            // Started in the same millisecond, the later one has the higher sequence number.
+            let sequence = |archive: &Archive| -> u32 {
+                let name = archive.path.rsplit('/').next().unwrap().trim_end_matches(".mp4");
+                name.split('-').nth(2).map_or(0, |n| n.parse().unwrap())
+            };
+            listed.sort_by_key(|(archive, _)| (archive.created_at, sequence(archive)));
+            listed
+        }
+
+        fn parts(&self) -> Vec<PathBuf> {
+            list_parts(&self.config.dir.join(RECORDING_DIR)).unwrap()
+        }
+    }
+
+    /// The test record (640x360), or the same at another level: another configuration.
+    fn avc(level: u8) -> Arc<AvcConfig> {
+        let mut record = AVC_RECORD.to_vec();
+        record[3] = level; // the record's AVCLevelIndication
+        record[11] = level; // the SPS's level_idc
+        Arc::new(AvcConfig::parse(Bytes::from(record)).unwrap())
+    }
+
+    fn video_track(played: &[Played]) -> &Played {
+        played.iter().find(|t| t.handler == b"vide").unwrap()
+    }
+
+    /// Two recordings of one stream started in the same millisecond: both get a name of their
+    /// own, both are finalized (one as the recorder does, one by the recovery at start-up), and a
+    /// finalized file already holding the first name is left as it is.
+    #[tokio::test]
+    async fn recordings_started_in_the_same_millisecond_both_survive() {
+        let fixture = Fixture::new(|_| {});
+        let tracks = Tracks {
+            video: Some(avc(0x1e)),
+            audio: None,
+        };
+        let started_ms = 1_700_000_000_123;
+        let mut recordings = Vec::new();
+        for name in ["first", "second"] {
+            let (unfinished, mut file) = Unfinished::create(
+                &fixture.config,
+                &fixture.stream_id,
+                PUBLIC_ID,
+                started_ms,
+                &crate::mp4::init_segment(&tracks),
+            )
+            .unwrap();
+            let mut writer = FragmentWriter::new(&tracks);
+            let frames = (0..10).map(|i| Frame {
+                track: Track::Video,
+                dts: i * 100,
+                pts: i * 100,
+                keyframe: i == 0,
+                data: Bytes::from(format!("{name}{i}")),
+            });
+            for fragment in [writer.push(frames), writer.finish()].into_iter().flatten() {
+                fragment.write_to(&mut file).unwrap();
+            }
+            recordings.push(unfinished);
+        }
+        let [first, second] = <[Unfinished; 2]>::try_from(recordings).unwrap();
+        assert_ne!(first.part, second.part);
+        let mut parts = fixture.parts();
+        parts.sort_by_key(|part| part != &first.part);
+        assert_eq!(parts, [first.part.clone(), second.part.clone()]);
+        // Both names parse back, as the recovery at start-up reads them.
+        for unfinished in [&first, &second] {
+            let parsed = Unfinished::from_path(&unfinished.part).unwrap();
+            assert_eq!(
+                (
+                    parsed.stream_id,
+                    parsed.started_ms,
+                    parsed.sequence,
+                    parsed.public_id
+                ),
+                (
+                    fixture.stream_id.clone(),
+                    started_ms,
+                    unfinished.sequence,
+                    PUBLIC_ID.to_owned()
+                )
+            );
+        }
+        // A file under the first asset name (the clock went back, say) is not replaced.
+        let taken = fixture.config.storage_dir.join(first.asset(0));
+        durable::create_dirs(taken.parent().unwrap()).unwrap();
+        std::fs::write(&taken, "an older recording").unwrap();
+
+        finalize(&fixture.config, &fixture.store, first).await;
+        fixture.archives.recover().await;
+        assert!(fixture.parts().is_empty());
+        assert_eq!(std::fs::read(&taken).unwrap(), b"an older recording");
+        let recordings = fixture.recordings().await;
+        assert_eq!(recordings.len(), 2);
+        assert_ne!(recordings[0].0.path, recordings[1].0.path);
+        let first_frames: Vec<Vec<u8>> = recordings
+            .iter()
+            .map(|(_, played)| video_track(played).samples[0].clone())
+            .collect();
+        assert!(first_frames.contains(&b"first0".to_vec()) && first_frames.contains(&b"second0".to_vec()));
     }
 }
