@@ -20,6 +20,8 @@
 //! `…-<stream id>-1.mp4`): names are claimed with create-new and no-replace renames, so two
 //! recordings never share one. Every name is synced into its directory once its data is synced
 //! (`durable.rs`), so a power cut loses neither a recording nor its public_id.
+//!
+//! A recording starts, goes on and is finalized only with `min_free_bytes` to spare on the disk.
 
 mod durable;
 pub mod mp4;
@@ -40,7 +42,8 @@ pub struct ArchiveConfig {
     pub dir: PathBuf,
     /// The storage directory, which the store's paths are relative to.
     pub storage_dir: PathBuf,
-    /// Below this much free disk space a recorder stops (keeping what it has).
+    /// Below this much free disk space a recorder stops (keeping what it has), and a recording
+    /// is finalized only with this much to spare besides its own size.
     pub min_free_bytes: u64,
 }
 
@@ -73,8 +76,9 @@ impl Archives {
         self.recorders.spawn(recorder::record(recording, subscriber));
     }
 
-    /// Finalizes and lists every recording a previous process left unfinished (killed, or the
-    /// machine lost power). Call before streams can go live.
+    /// Finalizes and lists every recording a previous process left unfinished (killed, the
+    /// machine lost power, or the disk was too full to finalize it). Call before streams can go
+    /// live.
     pub async fn recover(&self) {
         let dir = self.config.dir.join(RECORDING_DIR);
         let parts = match list_parts(&dir) {
@@ -122,6 +126,16 @@ fn list_parts(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     }
     parts.sort();
     Ok(parts)
+}
+
+/// Blocking: the free space of the disk holding `dir`.
+pub(crate) fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+    #[cfg(test)]
+    if let Some(free) = tests::free_bytes(dir) {
+        return Ok(free);
+    }
+    let stat = rustix::fs::statvfs(dir)?;
+    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
 
 /// A recording being written, or left unfinished.
@@ -243,12 +257,15 @@ enum Finalized {
     /// The asset, relative to the storage directory.
     Done(mp4::Summary, PathBuf),
     NoMedia,
+    /// The recording stays as it is, for the next start.
+    Kept(String),
 }
 
 /// Turns a fragmented recording into its asset: progressive MP4 under a temporary name, synced,
 /// renamed to a free name, that name synced, then listed in the store; then the fragmented file
-/// goes. A recording with no whole fragment (the stream sent nothing) leaves no asset. On an
-/// error the recording is kept as it is and finalized at the next start.
+/// goes. A recording with no whole fragment (the stream sent nothing) leaves no asset. Without
+/// room for the asset (its size again, plus `min_free_bytes`), or on an error, the recording is
+/// kept as it is and finalized at the next start.
 pub(crate) async fn finalize(config: &ArchiveConfig, store: &Store, unfinished: Unfinished) {
     let job = (config.clone(), unfinished.clone());
     let done = tokio::task::spawn_blocking(move || {
@@ -256,12 +273,17 @@ pub(crate) async fn finalize(config: &ArchiveConfig, store: &Store, unfinished: 
         finalize_file(&config, &unfinished)
     })
     .await
-    .unwrap_or_else(|e| Err(format!("finalizing failed: {e}")));
+    .unwrap_or_else(|e| Ok(Finalized::Kept(format!("finalizing failed: {e}"))));
     let (summary, relative) = match done {
         Ok(Finalized::Done(summary, relative)) => (summary, relative),
         Ok(Finalized::NoMedia) => {
             tracing::info!(stream_id = %unfinished.stream_id, "recording holds no media; no asset made");
             remove_unfinished(&unfinished);
+            return;
+        }
+        Ok(Finalized::Kept(why)) => {
+            tracing::warn!(stream_id = %unfinished.stream_id, path = %unfinished.part.display(),
+                "recording kept unfinished, to be finalized at the next start: {why}");
             return;
         }
         Err(e) => {
@@ -295,9 +317,21 @@ pub(crate) async fn finalize(config: &ArchiveConfig, store: &Store, unfinished: 
     }
 }
 
-/// Blocking: writes the asset and renames it into place.
+/// Blocking: checks the space, writes the asset and renames it into place.
 fn finalize_file(config: &ArchiveConfig, unfinished: &Unfinished) -> Result<Finalized, String> {
     let part = &unfinished.part;
+    let part_len = std::fs::metadata(part)
+        .map_err(|e| format!("{}: {e}", part.display()))?
+        .len();
+    let free = free_bytes(&config.dir).map_err(|e| format!("cannot read the free space: {e}"))?;
+    let needed = part_len.saturating_add(config.min_free_bytes);
+    if free < needed {
+        return Ok(Finalized::Kept(format!(
+            "{free} bytes free on the storage disk; finalizing needs the recording's {part_len} \
+             again plus archive.min_free_bytes ({})",
+            config.min_free_bytes
+        )));
+    }
     let first = unfinished.asset(unfinished.sequence);
     let target = config.storage_dir.join(&first);
     let dir = target.parent().ok_or("no directory")?;
@@ -346,12 +380,32 @@ fn remove_unfinished(unfinished: &Unfinished) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Mutex, PoisonError};
+
     use bytes::Bytes;
-    use oxcast_media::{AvcConfig, Frame, Track};
+    use oxcast_core::StreamBus;
+    use oxcast_media::{AvcConfig, Frame, MediaEvent, Track};
 
     use super::*;
     use crate::mp4::testing::{AVC_RECORD, Played, play};
     use crate::mp4::{FragmentWriter, Tracks};
+
+    /// Free space to report for directories under a path, instead of the disk's.
+    static FREE_BYTES: Mutex<Vec<(PathBuf, u64)>> = Mutex::new(Vec::new());
+
+    pub(super) fn free_bytes(dir: &Path) -> Option<u64> {
+        let reported = FREE_BYTES.lock().unwrap_or_else(PoisonError::into_inner);
+        reported
+            .iter()
+            .find(|(under, _)| dir.starts_with(under))
+            .map(|(_, free)| *free)
+    }
+
+    fn report_free_bytes(under: &Path, free: u64) {
+        let mut reported = FREE_BYTES.lock().unwrap_or_else(PoisonError::into_inner);
+        reported.retain(|(dir, _)| dir != under);
+        reported.push((under.to_owned(), free));
+    }
 
     /// A storage directory with its store and recorders, and one stream's bus.
     struct Fixture {
@@ -360,6 +414,7 @@ mod tests {
         store: Store,
         archives: Archives,
         stream_id: StreamId,
+        bus: Arc<StreamBus>,
     }
 
     const PUBLIC_ID: &str = "shows/live";
@@ -382,7 +437,20 @@ mod tests {
                 store,
                 archives,
                 stream_id: StreamId::generate(),
+                bus: Arc::new(StreamBus::new()),
             }
+        }
+
+        /// Starts the stream's recorder, as the stream going live does.
+        fn go_live(&self) {
+            self.archives
+                .start(&self.stream_id, PUBLIC_ID.to_owned(), self.bus.subscribe());
+        }
+
+        /// Ends the stream and waits for its recordings to be finalized.
+        async fn end(&self) {
+            self.bus.end();
+            self.archives.wait(Duration::from_secs(600)).await;
         }
 
         /// The stream's listed recordings, each as a player reads it, in recording order.
@@ -418,6 +486,16 @@ mod tests {
         record[3] = level; // the record's AVCLevelIndication
         record[11] = level; // the SPS's level_idc
         Arc::new(AvcConfig::parse(Bytes::from(record)).unwrap())
+    }
+
+    fn frame(track: Track, dts: i64, keyframe: bool, data: impl Into<Bytes>) -> MediaEvent {
+        MediaEvent::Frame(Frame {
+            track,
+            dts,
+            pts: dts,
+            keyframe,
+            data: data.into(),
+        })
     }
 
     fn video_track(played: &[Played]) -> &Played {
@@ -498,5 +576,46 @@ mod tests {
             .map(|(_, played)| video_track(played).samples[0].clone())
             .collect();
         assert!(first_frames.contains(&b"first0".to_vec()) && first_frames.contains(&b"second0".to_vec()));
+    }
+
+    /// Finalizing writes the recording's size again: without that much free besides
+    /// min_free_bytes, the recording is kept unfinished and unlisted, and the next start, with
+    /// room, finalizes it.
+    #[tokio::test]
+    async fn without_room_to_finalize_the_recording_is_kept_for_the_next_start() {
+        let fixture = Fixture::new(|config| config.min_free_bytes = 1 << 20);
+        let storage = fixture.config.storage_dir.clone();
+        // Enough to record (min_free_bytes), not to finalize.
+        report_free_bytes(&storage, (1 << 20) + 1);
+        fixture.go_live();
+        fixture.bus.publish(MediaEvent::VideoConfig(avc(0x1e)));
+        for i in 0..90 {
+            fixture
+                .bus
+                .publish(frame(Track::Video, i * 33, i % 30 == 0, vec![7u8; 10_000]));
+            tokio::task::yield_now().await;
+        }
+        fixture.end().await;
+        let part = fixture.parts().pop().expect("the recording is kept");
+        let recorded = std::fs::metadata(&part).unwrap().len();
+        // The next start, still one byte short.
+        report_free_bytes(&storage, (1 << 20) + recorded - 1);
+        fixture.archives.recover().await;
+        assert!(fixture.recordings().await.is_empty(), "nothing is listed");
+        assert_eq!(
+            fixture.parts(),
+            std::slice::from_ref(&part),
+            "the recording is kept"
+        );
+        assert_eq!(std::fs::metadata(&part).unwrap().len(), recorded, "as it was");
+        assert!(Unfinished::from_path(&part).is_some(), "with its public_id");
+        assert!(!storage.join("archive/shows").exists(), "no asset was started");
+
+        report_free_bytes(&storage, (1 << 20) + recorded);
+        fixture.archives.recover().await;
+        let recordings = fixture.recordings().await;
+        assert_eq!(recordings.len(), 1);
+        assert_eq!(video_track(&recordings[0].1).samples.len(), 90);
+        assert!(fixture.parts().is_empty());
     }
 }

@@ -1,7 +1,6 @@
 //! One stream's recorder: bus events in, fragments written to the recording as they complete.
 
 use std::fs::File;
-use std::path::Path;
 use std::sync::Arc;
 
 use oxcast_core::{BusEvent, Store, StreamId, Subscriber};
@@ -235,17 +234,12 @@ async fn write(
 /// Blocking: reads the disk's free space.
 fn check_space(config: &ArchiveConfig) -> Result<(), Stop> {
     let min = config.min_free_bytes;
-    let free =
-        free_bytes(&config.dir).map_err(|e| Stop::Failed(format!("cannot read the free space: {e}")))?;
+    let free = crate::free_bytes(&config.dir)
+        .map_err(|e| Stop::Failed(format!("cannot read the free space: {e}")))?;
     if free < min {
         return Err(Stop::NoSpace(format!(
             "{free} bytes free on the storage disk, below archive.min_free_bytes ({min})"
         )));
     }
     Ok(())
-}
-
-fn free_bytes(dir: &Path) -> std::io::Result<u64> {
-    let stat = rustix::fs::statvfs(dir)?;
-    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
