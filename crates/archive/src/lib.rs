@@ -21,7 +21,8 @@
 //! recordings never share one. Every name is synced into its directory once its data is synced
 //! (`durable.rs`), so a power cut loses neither a recording nor its public_id.
 //!
-//! A recording starts, goes on and is finalized only with `min_free_bytes` to spare on the disk.
+//! Limits a publisher cannot get around (all settings, see `config/default.toml`): a fragment is
+//! written at `max_fragment_bytes` or `max_fragment_wait` whatever the publisher's timestamps do; a recording starts, goes on and is finalized only with `min_free_bytes` to spare.
 
 mod durable;
 pub mod mp4;
@@ -45,6 +46,10 @@ pub struct ArchiveConfig {
     /// Below this much free disk space a recorder stops (keeping what it has), and a recording
     /// is finalized only with this much to spare besides its own size.
     pub min_free_bytes: u64,
+    /// A fragment is written once it holds this many bytes of media: what a recorder holds.
+    pub max_fragment_bytes: u64,
+    /// A fragment is written once its first frame arrived this long ago, whatever the timestamps.
+    pub max_fragment_wait: Duration,
 }
 
 /// Every stream's recorder.
@@ -66,14 +71,14 @@ impl Archives {
 
     /// Starts recording a stream that went active; `subscriber` is its bus, subscribed already.
     pub fn start(&self, stream_id: &StreamId, public_id: String, subscriber: Subscriber) {
-        let recording = recorder::Recording {
+        let recorder = recorder::Recorder {
             config: Arc::clone(&self.config),
             store: self.store.clone(),
             stream_id: stream_id.clone(),
             public_id,
             finalizers: self.recorders.clone(),
         };
-        self.recorders.spawn(recorder::record(recording, subscriber));
+        self.recorders.spawn(recorder::record(recorder, subscriber));
     }
 
     /// Finalizes and lists every recording a previous process left unfinished (killed, the
@@ -384,7 +389,7 @@ mod tests {
 
     use bytes::Bytes;
     use oxcast_core::StreamBus;
-    use oxcast_media::{AvcConfig, Frame, MediaEvent, Track};
+    use oxcast_media::{AacConfig, AvcConfig, Frame, MediaEvent, Track};
 
     use super::*;
     use crate::mp4::testing::{AVC_RECORD, Played, play};
@@ -427,6 +432,8 @@ mod tests {
                 dir: storage.join("archive"),
                 storage_dir: storage.clone(),
                 min_free_bytes: 0,
+                max_fragment_bytes: 8 << 20,
+                max_fragment_wait: Duration::from_secs(2),
             };
             adjust(&mut config);
             let store = Store::open(&storage).unwrap();
@@ -488,6 +495,10 @@ mod tests {
         Arc::new(AvcConfig::parse(Bytes::from(record)).unwrap())
     }
 
+    fn aac() -> Arc<AacConfig> {
+        Arc::new(AacConfig::parse(Bytes::from_static(&[0x11, 0x90])).unwrap())
+    }
+
     fn frame(track: Track, dts: i64, keyframe: bool, data: impl Into<Bytes>) -> MediaEvent {
         MediaEvent::Frame(Frame {
             track,
@@ -500,6 +511,10 @@ mod tests {
 
     fn video_track(played: &[Played]) -> &Played {
         played.iter().find(|t| t.handler == b"vide").unwrap()
+    }
+
+    fn audio_track(played: &[Played]) -> Option<&Played> {
+        played.iter().find(|t| t.handler == b"soun")
     }
 
     /// Two recordings of one stream started in the same millisecond: both get a name of their
@@ -617,5 +632,97 @@ mod tests {
         assert_eq!(recordings.len(), 1);
         assert_eq!(video_track(&recordings[0].1).samples.len(), 90);
         assert!(fixture.parts().is_empty());
+    }
+
+    /// The recording being written, once it exists.
+    async fn wait_for_part(fixture: &Fixture) -> PathBuf {
+        loop {
+            if let Some(part) = fixture.parts().pop() {
+                return part;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// (type, size) of each top-level box of a file.
+    fn boxes(path: &Path) -> Vec<([u8; 4], u64)> {
+        let data = std::fs::read(path).unwrap();
+        let mut boxes = Vec::new();
+        let mut at = 0;
+        while let Some(header) = data.get(at..at + 8) {
+            let size = u32::from_be_bytes(header[..4].try_into().unwrap()) as usize;
+            boxes.push((header[4..8].try_into().unwrap(), size as u64));
+            at += size;
+        }
+        boxes
+    }
+
+    /// Every decode time after the one before, in every track.
+    fn decode_times_rise(played: &[Played]) -> bool {
+        played.iter().all(|track| track.durations.iter().all(|d| *d > 0))
+    }
+
+    /// A publisher whose every timestamp is 0: its frames are written every max_fragment_wait
+    /// while it sends them (not held until the stream ends), and the recording plays.
+    #[tokio::test(start_paused = true)]
+    async fn frames_that_all_have_timestamp_zero_are_written_as_they_wait() {
+        let fixture = Fixture::new(|_| {});
+        fixture.go_live();
+        fixture.bus.publish(MediaEvent::VideoConfig(avc(0x1e)));
+        fixture.bus.publish(MediaEvent::AudioConfig(aac()));
+        for i in 0..100u32 {
+            let data = format!("frame{i}");
+            fixture.bus.publish(frame(Track::Video, 0, i % 30 == 0, data));
+            fixture.bus.publish(frame(Track::Audio, 0, true, vec![1u8; 50]));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // 10 s of frames: a fragment every 2 s.
+        let part = wait_for_part(&fixture).await;
+        let fragments = boxes(&part).iter().filter(|(kind, _)| kind == b"moof").count();
+        assert!(fragments >= 4, "{fragments} fragments written while live");
+        fixture.end().await;
+        let recordings = fixture.recordings().await;
+        assert_eq!(recordings.len(), 1);
+        let played = &recordings[0].1;
+        let video: Vec<Vec<u8>> = (0..100).map(|i| format!("frame{i}").into_bytes()).collect();
+        assert_eq!(video_track(played).samples, video);
+        assert_eq!(audio_track(played).unwrap().samples.len(), 100);
+        assert!(decode_times_rise(played));
+    }
+
+    /// 1 MiB frames all at timestamp 0: fragments are written at max_fragment_bytes, so the
+    /// recorder never holds more than that (and the frame each track holds back for its
+    /// duration); the recording plays.
+    #[tokio::test(start_paused = true)]
+    async fn large_frames_are_written_at_max_fragment_bytes() {
+        const MIB: usize = 1 << 20;
+        let fixture = Fixture::new(|config| config.max_fragment_bytes = 4 << 20);
+        fixture.go_live();
+        fixture.bus.publish(MediaEvent::VideoConfig(avc(0x1e)));
+        let published = 20;
+        for i in 0..published {
+            fixture
+                .bus
+                .publish(frame(Track::Video, 0, i % 10 == 0, vec![i as u8; MIB]));
+        }
+        // Less than max_fragment_wait: any fragment written now was written for its size.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let part = wait_for_part(&fixture).await;
+        let mdats: Vec<u64> = boxes(&part)
+            .into_iter()
+            .filter(|(kind, _)| kind == b"mdat")
+            .map(|(_, size)| size - 8)
+            .collect();
+        assert!(mdats.iter().all(|&media| media <= 4 << 20), "{mdats:?}");
+        let written: u64 = mdats.iter().sum();
+        let held = (published * MIB) as u64 - written;
+        assert!(held <= (4 << 20) + MIB as u64, "{held} bytes held: {mdats:?}");
+        fixture.end().await;
+        let recordings = fixture.recordings().await;
+        assert_eq!(recordings.len(), 1);
+        let played = &recordings[0].1;
+        let video: Vec<Vec<u8>> = (0..published).map(|i| vec![i as u8; MIB]).collect();
+        assert!(video_track(played).samples == video, "every frame, in order");
+        assert!(decode_times_rise(played));
     }
 }

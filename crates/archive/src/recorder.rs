@@ -1,20 +1,27 @@
 //! One stream's recorder: bus events in, fragments written to the recording as they complete.
+//! A fragment is written once its frames span a second of media, hold `max_fragment_bytes`, or
+//! waited `max_fragment_wait`: whatever a publisher's timestamps do, a recorder holds a bounded
+//! amount and writes what it got.
 
 use std::fs::File;
 use std::sync::Arc;
 
 use oxcast_core::{BusEvent, Store, StreamId, Subscriber};
 use oxcast_media::{Frame, MediaEvent, Track};
+use tokio::time::{Duration, Instant};
 use tokio_util::task::TaskTracker;
 
 use crate::mp4::{self, Fragment, FragmentWriter, Tracks};
 use crate::{ArchiveConfig, Unfinished, finalize};
 
-/// A fragment is written once it holds this much media.
+/// A fragment is written once its frames' timestamps span this much media...
 const FRAGMENT_MS: i64 = 1000;
+/// ...and a wall-clock-bound write counts as a publisher whose clock is stuck (rather than one
+/// that paused) when its last frame arrived less than this long before.
+const STILL_SENDING: Duration = Duration::from_secs(1);
 
 /// What a recorder needs to know about its stream.
-pub(crate) struct Recording {
+pub(crate) struct Recorder {
     pub(crate) config: Arc<ArchiveConfig>,
     pub(crate) store: Store,
     pub(crate) stream_id: StreamId,
@@ -23,14 +30,27 @@ pub(crate) struct Recording {
     pub(crate) finalizers: TaskTracker,
 }
 
+/// The recorder's state across its files.
+#[derive(Default)]
+struct Session {
+    /// The stream's current codec configurations.
+    tracks: Tracks,
+    open: Option<Open>,
+    /// Out of disk space: nothing more is recorded for this session.
+    stopped: bool,
+}
+
 /// The file being written.
 struct Open {
     unfinished: Unfinished,
     /// `None` while a write is in flight (the file is in the blocking pool).
     file: Option<File>,
     writer: FragmentWriter,
-    /// Frames of the next fragment.
+    /// Frames of the next fragment, their payload bytes, and when the first of them arrived.
     pending: Vec<Frame>,
+    pending_bytes: u64,
+    pending_since: Option<Instant>,
+    last_arrival: Option<Instant>,
     /// Added to a frame's timestamps so a reconnected publisher, whose clock starts again from
     /// zero, continues the timeline instead of going back.
     shift: i64,
@@ -40,66 +60,108 @@ struct Open {
     rebase: bool,
     /// Video is recorded from its first keyframe on (audio may have started the file).
     video_started: bool,
+    /// Each warning is logged once per recording.
+    warned_size: bool,
+    warned_clock: bool,
 }
 
 /// Records until the stream ends; each run of unchanged codec configurations is one file.
-pub(crate) async fn record(recording: Recording, mut subscriber: Subscriber) {
-    let mut tracks = Tracks::default();
-    let mut open: Option<Open> = None;
-    // Out of disk space: nothing more is recorded for this session.
-    let mut stopped = false;
-    while let Some(event) = subscriber.recv().await {
+pub(crate) async fn record(recorder: Recorder, mut subscriber: Subscriber) {
+    let mut session = Session::default();
+    // Writes a fragment whose first frame arrived max_fragment_wait ago, whatever the timestamps.
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(timer);
+    let mut armed = None;
+    loop {
+        let due = session
+            .open
+            .as_ref()
+            .and_then(|open| open.pending_since)
+            .map(|since| since + recorder.config.max_fragment_wait);
+        if due != armed {
+            if let Some(due) = due {
+                timer.as_mut().reset(due);
+            }
+            armed = due;
+        }
+        let event = tokio::select! {
+            // First, so a due fragment is written before the next frame is looked at.
+            biased;
+            () = &mut timer, if armed.is_some() => {
+                armed = None;
+                if let Some(open) = &mut session.open
+                    && let Err(stop) = write_pending(&recorder, open, Cut::Waited).await
+                {
+                    stopped(&recorder, &mut session, stop).await;
+                }
+                continue;
+            }
+            event = subscriber.recv() => event,
+        };
+        let Some(event) = event else { break };
         match event {
             BusEvent::Media(MediaEvent::VideoConfig(config)) => {
-                if tracks.video.as_deref() != Some(&config) {
-                    tracks.video = Some(config);
-                    close(&recording, open.take()).await;
+                if session.tracks.video.as_deref() != Some(&config) {
+                    session.tracks.video = Some(config);
+                    close(&recorder, session.open.take()).await;
                 }
             }
             BusEvent::Media(MediaEvent::AudioConfig(config)) => {
-                if tracks.audio.as_deref() != Some(&config) {
-                    tracks.audio = Some(config);
-                    close(&recording, open.take()).await;
+                if session.tracks.audio.as_deref() != Some(&config) {
+                    session.tracks.audio = Some(config);
+                    close(&recorder, session.open.take()).await;
                 }
             }
-            BusEvent::Media(MediaEvent::Frame(frame)) if !stopped => {
-                if open.is_none() {
-                    match start(&recording, &tracks, &frame).await {
-                        Ok(started) => open = started,
-                        Err(Stop::NoSpace(why)) => {
-                            tracing::warn!(stream_id = %recording.stream_id, "not recording: {why}");
-                            stopped = true;
-                            continue;
-                        }
-                        Err(Stop::Failed(why)) => {
-                            tracing::error!(stream_id = %recording.stream_id, "cannot record: {why}");
-                            stopped = true;
-                            continue;
-                        }
-                    }
-                }
-                let Some(current) = &mut open else { continue };
-                if let Err(stop) = add(&recording, current, frame).await {
-                    stopped = true;
-                    match stop {
-                        Stop::NoSpace(why) => tracing::warn!(stream_id = %recording.stream_id,
-                            "recording stopped, what was recorded is kept: {why}"),
-                        Stop::Failed(why) => tracing::error!(stream_id = %recording.stream_id,
-                            "recording stopped, what was recorded is kept: {why}"),
-                    }
-                    close(&recording, open.take()).await;
-                }
+            BusEvent::Media(MediaEvent::Frame(frame)) if !session.stopped => {
+                frame_arrived(&recorder, &mut session, frame).await;
             }
             BusEvent::Media(MediaEvent::Frame(_)) => {}
             BusEvent::Discontinuity => {
-                if let Some(current) = &mut open {
+                if let Some(current) = &mut session.open {
                     current.rebase = true;
                 }
             }
             BusEvent::End => break,
         }
     }
-    close(&recording, open.take()).await;
+    close(&recorder, session.open.take()).await;
+}
+
+async fn frame_arrived(recorder: &Recorder, session: &mut Session, frame: Frame) {
+    let now = Instant::now();
+    if session.open.is_none() {
+        match start(recorder, &session.tracks, &frame).await {
+            Ok(started) => session.open = started,
+            Err(Stop::NoSpace(why)) => {
+                tracing::warn!(stream_id = %recorder.stream_id, "not recording: {why}");
+                session.stopped = true;
+                return;
+            }
+            Err(Stop::Failed(why)) => {
+                tracing::error!(stream_id = %recorder.stream_id, "cannot record: {why}");
+                session.stopped = true;
+                return;
+            }
+        }
+    }
+    let Some(open) = &mut session.open else {
+        return;
+    };
+    if let Err(stop) = add(recorder, open, frame, now).await {
+        stopped(recorder, session, stop).await;
+    }
+}
+
+/// A write failed: what was recorded is kept and finalized; nothing more is recorded.
+async fn stopped(recorder: &Recorder, session: &mut Session, stop: Stop) {
+    session.stopped = true;
+    match stop {
+        Stop::NoSpace(why) => tracing::warn!(stream_id = %recorder.stream_id,
+            "recording stopped, what was recorded is kept: {why}"),
+        Stop::Failed(why) => tracing::error!(stream_id = %recorder.stream_id,
+            "recording stopped, what was recorded is kept: {why}"),
+    }
+    close(recorder, session.open.take()).await;
 }
 
 enum Stop {
@@ -109,7 +171,7 @@ enum Stop {
 
 /// Opens a recording at its first usable frame: video starts on a keyframe; a frame of a track
 /// whose configuration has not arrived cannot be recorded.
-async fn start(recording: &Recording, tracks: &Tracks, frame: &Frame) -> Result<Option<Open>, Stop> {
+async fn start(recorder: &Recorder, tracks: &Tracks, frame: &Frame) -> Result<Option<Open>, Stop> {
     let usable = match frame.track {
         Track::Video => tracks.video.is_some() && frame.keyframe,
         Track::Audio => tracks.audio.is_some(),
@@ -121,9 +183,9 @@ async fn start(recording: &Recording, tracks: &Tracks, frame: &Frame) -> Result<
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
     let (config, stream_id, public_id) = (
-        Arc::clone(&recording.config),
-        recording.stream_id.clone(),
-        recording.public_id.clone(),
+        Arc::clone(&recorder.config),
+        recorder.stream_id.clone(),
+        recorder.public_id.clone(),
     );
     let init = mp4::init_segment(tracks);
     let created = tokio::task::spawn_blocking(move || -> Result<(Unfinished, File), Stop> {
@@ -134,21 +196,38 @@ async fn start(recording: &Recording, tracks: &Tracks, frame: &Frame) -> Result<
     .await
     .map_err(|e| Stop::Failed(e.to_string()))??;
     let (unfinished, file) = created;
-    tracing::info!(stream_id = %recording.stream_id, path = %unfinished.part.display(), "recording");
+    tracing::info!(stream_id = %recorder.stream_id, path = %unfinished.part.display(), "recording");
     Ok(Some(Open {
         unfinished,
         file: Some(file),
         writer: FragmentWriter::new(tracks),
         pending: Vec::new(),
+        pending_bytes: 0,
+        pending_since: None,
+        last_arrival: None,
         shift: 0,
         last_dts: 0,
         rebase: false,
         video_started: false,
+        warned_size: false,
+        warned_clock: false,
     }))
 }
 
-/// Adds a frame; writes a fragment when one is due.
-async fn add(recording: &Recording, open: &mut Open, mut frame: Frame) -> Result<(), Stop> {
+/// Why a fragment is written now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    /// Its timestamps span a second.
+    Time,
+    /// It holds `max_fragment_bytes`.
+    Size,
+    /// Its first frame arrived `max_fragment_wait` ago.
+    Waited,
+}
+
+/// Adds a frame; writes a fragment when one is due. The frames held never pass
+/// `max_fragment_bytes` (a larger frame is a fragment of its own).
+async fn add(recorder: &Recorder, open: &mut Open, mut frame: Frame, now: Instant) -> Result<(), Stop> {
     if frame.track == Track::Video && !open.video_started {
         if !frame.keyframe {
             return Ok(());
@@ -162,20 +241,68 @@ async fn add(recording: &Recording, open: &mut Open, mut frame: Frame) -> Result
     }
     frame.dts += open.shift;
     frame.pts += open.shift;
+    let bytes = frame.data.len() as u64;
+    let max = recorder.config.max_fragment_bytes;
+    if !open.pending.is_empty() && open.pending_bytes.saturating_add(bytes) > max {
+        write_pending(recorder, open, Cut::Size).await?;
+    }
     open.last_dts = open.last_dts.max(frame.dts);
     let start = open.pending.first().map_or(frame.dts, |f| f.dts);
     open.pending.push(frame);
+    open.pending_bytes += bytes;
+    open.pending_since.get_or_insert(now);
+    open.last_arrival = Some(now);
     if open.last_dts - start >= FRAGMENT_MS {
-        let frames = std::mem::take(&mut open.pending);
-        if let Some(fragment) = open.writer.push(frames) {
-            write(&mut open.file, fragment, Some(&recording.config)).await?;
-        }
+        write_pending(recorder, open, Cut::Time).await?;
+    } else if open.pending_bytes >= max {
+        write_pending(recorder, open, Cut::Size).await?;
     }
     Ok(())
 }
 
+/// Writes the held frames as a fragment (all but each track's last, which waits for its
+/// duration), with a warning, once per recording, when a publisher's timestamps make it cut
+/// fragments on size or time.
+async fn write_pending(recorder: &Recorder, open: &mut Open, cut: Cut) -> Result<(), Stop> {
+    let span = match (open.pending.first(), open.pending.iter().map(|f| f.dts).max()) {
+        (Some(first), Some(last)) => last - first.dts,
+        _ => 0,
+    };
+    let config = &recorder.config;
+    match cut {
+        Cut::Time => {}
+        Cut::Size if !open.warned_size => {
+            open.warned_size = true;
+            tracing::warn!(stream_id = %recorder.stream_id, bytes = open.pending_bytes, media_ms = span,
+                "a fragment reached archive.max_fragment_bytes ({}) within {span} ms of media and is \
+                 written early: the publisher's timestamps are not advancing, or its bitrate is above \
+                 what the setting allows for", config.max_fragment_bytes);
+        }
+        Cut::Size => {}
+        Cut::Waited => {
+            let still_sending = open
+                .last_arrival
+                .is_some_and(|last| last.elapsed() < STILL_SENDING);
+            if still_sending && !open.warned_clock {
+                open.warned_clock = true;
+                tracing::warn!(stream_id = %recorder.stream_id, media_ms = span,
+                    "the publisher's timestamps are not advancing: {span} ms of media over {:?} of \
+                     frames; fragments are written every archive.max_fragment_wait_sec instead",
+                    config.max_fragment_wait);
+            }
+        }
+    }
+    let frames = std::mem::take(&mut open.pending);
+    open.pending_bytes = 0;
+    open.pending_since = None;
+    match open.writer.push(frames) {
+        Some(fragment) => write(&mut open.file, fragment, Some(config)).await,
+        None => Ok(()),
+    }
+}
+
 /// Writes the held-back frames and hands the file to be finalized.
-async fn close(recording: &Recording, open: Option<Open>) {
+async fn close(recorder: &Recorder, open: Option<Open>) {
     let Some(Open {
         unfinished,
         mut file,
@@ -189,13 +316,13 @@ async fn close(recording: &Recording, open: Option<Open>) {
     let fragments = [writer.push(pending), writer.finish()];
     for fragment in fragments.into_iter().flatten() {
         if let Err(Stop::NoSpace(why) | Stop::Failed(why)) = write(&mut file, fragment, None).await {
-            tracing::error!(stream_id = %recording.stream_id, "the recording's last second is lost: {why}");
+            tracing::error!(stream_id = %recorder.stream_id, "the recording's last second is lost: {why}");
             break;
         }
     }
     drop(file);
-    let (config, store) = (Arc::clone(&recording.config), recording.store.clone());
-    recording
+    let (config, store) = (Arc::clone(&recorder.config), recorder.store.clone());
+    recorder
         .finalizers
         .spawn(async move { finalize(&config, &store, unfinished).await });
 }

@@ -38,6 +38,8 @@ async fn a_stream_is_recorded_and_listed() {
         dir: storage.join("archive"),
         storage_dir: storage.clone(),
         min_free_bytes: 0,
+        max_fragment_bytes: 8 << 20,
+        max_fragment_wait: Duration::from_secs(2),
     };
     let archives = Archives::new(config, store.clone()).unwrap();
     let stream_id = StreamId::generate();
