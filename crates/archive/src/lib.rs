@@ -21,8 +21,10 @@
 //! recordings never share one. Every name is synced into its directory once its data is synced
 //! (`durable.rs`), so a power cut loses neither a recording nor its public_id.
 //!
-//! Limits a publisher cannot get around (all settings, see `config/default.toml`): a fragment is
-//! written at `max_fragment_bytes` or `max_fragment_wait` whatever the publisher's timestamps do; a recording starts, goes on and is finalized only with `min_free_bytes` to spare.
+//! Limits a publisher cannot get around (all settings, see `config/default.toml`): a codec
+//! configuration change starts a new recording at most once per `min_recording_interval`;
+//! a fragment is written at `max_fragment_bytes` or `max_fragment_wait` whatever the publisher's
+//! timestamps do; a recording starts, goes on and is finalized only with `min_free_bytes` to spare.
 
 mod durable;
 pub mod mp4;
@@ -46,6 +48,9 @@ pub struct ArchiveConfig {
     /// Below this much free disk space a recorder stops (keeping what it has), and a recording
     /// is finalized only with this much to spare besides its own size.
     pub min_free_bytes: u64,
+    /// A codec configuration change starts a new recording at once only if no change did within
+    /// this interval; otherwise the recording goes on without the frames in the new configuration.
+    pub min_recording_interval: Duration,
     /// A fragment is written once it holds this many bytes of media: what a recorder holds.
     pub max_fragment_bytes: u64,
     /// A fragment is written once its first frame arrived this long ago, whatever the timestamps.
@@ -432,6 +437,7 @@ mod tests {
                 dir: storage.join("archive"),
                 storage_dir: storage.clone(),
                 min_free_bytes: 0,
+                min_recording_interval: Duration::from_secs(60),
                 max_fragment_bytes: 8 << 20,
                 max_fragment_wait: Duration::from_secs(2),
             };
@@ -515,6 +521,110 @@ mod tests {
 
     fn audio_track(played: &[Played]) -> Option<&Played> {
         played.iter().find(|t| t.handler == b"soun")
+    }
+
+    /// A publisher switching between two configurations at every keyframe, with the clock paused
+    /// so a minute passes at once: one new recording per min_recording_interval, each holding
+    /// its own configuration's video only, and every audio frame in one recording or the next.
+    #[tokio::test(start_paused = true)]
+    async fn configuration_changes_start_at_most_one_recording_per_interval() {
+        let fixture = Fixture::new(|_| {});
+        fixture.go_live();
+        let (a, b) = (avc(0x1e), avc(0x1f));
+        let name = |config: &Arc<AvcConfig>| if Arc::ptr_eq(config, &a) { "A" } else { "B" };
+        fixture.bus.publish(MediaEvent::AudioConfig(aac()));
+        // One GOP a second: A and B in turn up to 70 s, then B until 130 s.
+        let mut current: Option<Arc<AvcConfig>> = None;
+        for gop in 0..=130i64 {
+            let config = if gop < 70 && gop % 2 == 0 { &a } else { &b };
+            if current.as_ref().is_none_or(|c| !Arc::ptr_eq(c, config)) {
+                fixture.bus.publish(MediaEvent::VideoConfig(config.clone()));
+                current = Some(config.clone());
+            }
+            for i in 0..30 {
+                let dts = gop * 1000 + i * 33;
+                let payload = format!("{}{dts}", name(config));
+                fixture.bus.publish(frame(Track::Video, dts, i == 0, payload));
+                fixture
+                    .bus
+                    .publish(frame(Track::Audio, dts, true, format!("a{dts}")));
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        fixture.end().await;
+
+        let recordings = fixture.recordings().await;
+        let gops = |name: &str, gops: &[i64]| -> Vec<Vec<u8>> {
+            gops.iter()
+                .flat_map(|gop| (0..30).map(move |i| format!("{name}{}", gop * 1000 + i * 33).into_bytes()))
+                .collect()
+        };
+        let odd = |from: i64, to: i64| (from..=to).filter(|g| g % 2 == 1).collect::<Vec<_>>();
+        let expected = [
+            // Until the first change, which starts the next recording at once.
+            gops("A", &[0]),
+            // A's GOPs are left out for a minute after that start; B's go on.
+            gops("B", &odd(1, 61)),
+            // At 62 s the change to A is allowed again: A's GOPs, while B's wait.
+            gops("A", &[62, 64, 66, 68]),
+            // B stays: a minute after the last start, its next keyframe starts the next one.
+            gops("B", &(122..=130).collect::<Vec<_>>()),
+        ];
+        assert_eq!(
+            recordings.len(),
+            expected.len(),
+            "{:?}",
+            recordings.iter().map(|r| &r.0).collect::<Vec<_>>()
+        );
+        let mut audio_frames = 0;
+        for ((archive, played), expected) in recordings.iter().zip(expected) {
+            let video = video_track(played);
+            assert_eq!(video.samples, expected, "{}", archive.path);
+            assert_eq!(video.sync.as_ref().unwrap()[0], 1, "opens with a keyframe");
+            audio_frames += audio_track(played).unwrap().samples.len();
+        }
+        assert_eq!(audio_frames, 131 * 30, "every audio frame is recorded");
+    }
+
+    /// A publisher that sends audio before its video configuration: the video track's arrival
+    /// starts the next recording, and does not count against the interval: a resolution change
+    /// right after it still starts one at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_track_that_appears_does_not_count_against_the_interval() {
+        let fixture = Fixture::new(|_| {});
+        fixture.go_live();
+        fixture.bus.publish(MediaEvent::AudioConfig(aac()));
+        for (second, video) in [
+            (0, None),
+            (1, Some(("A", avc(0x1e)))),
+            (2, Some(("B", avc(0x1f)))),
+        ] {
+            if let Some((_, config)) = &video {
+                fixture.bus.publish(MediaEvent::VideoConfig(config.clone()));
+            }
+            for i in 0..30 {
+                let dts = second * 1000 + i * 33;
+                if let Some((name, _)) = &video {
+                    fixture
+                        .bus
+                        .publish(frame(Track::Video, dts, i == 0, format!("{name}{dts}")));
+                }
+                fixture
+                    .bus
+                    .publish(frame(Track::Audio, dts, true, format!("a{dts}")));
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        fixture.end().await;
+        let recordings = fixture.recordings().await;
+        let videos: Vec<Option<Vec<u8>>> = recordings
+            .iter()
+            .map(|(_, played)| {
+                let video = played.iter().find(|t| t.handler == b"vide");
+                video.map(|v| v.samples[0].clone())
+            })
+            .collect();
+        assert_eq!(videos, [None, Some(b"A1000".to_vec()), Some(b"B2000".to_vec())]);
     }
 
     /// Two recordings of one stream started in the same millisecond: both get a name of their

@@ -1,7 +1,15 @@
 //! One stream's recorder: bus events in, fragments written to the recording as they complete.
-//! A fragment is written once its frames span a second of media, hold `max_fragment_bytes`, or
-//! waited `max_fragment_wait`: whatever a publisher's timestamps do, a recorder holds a bounded
-//! amount and writes what it got.
+//!
+//! A recording holds one set of codec configurations. A change of configuration starts the next
+//! recording at once, unless a change already did within `min_recording_interval`: then the
+//! recording goes on, the frames of the track whose configuration differs from the file's are
+//! left out (the other track goes on being recorded), and the file takes that track's frames
+//! again, from a keyframe, if the configuration comes back to the file's. Once the interval is
+//! over, the next frame a recording can start with (a video keyframe; any frame of a stream
+//! without video) starts the next recording in the current configuration. A publisher switching
+//! configurations at every keyframe thus makes one recording per interval, not one per switch.
+//! A track that appears (its configuration comes after the other track's first frames) starts
+//! the next recording at once and does not count: that happens at most once per track.
 
 use std::fs::File;
 use std::sync::Arc;
@@ -38,6 +46,8 @@ struct Session {
     open: Option<Open>,
     /// Out of disk space: nothing more is recorded for this session.
     stopped: bool,
+    /// When a configuration change last started a recording.
+    last_switch: Option<Instant>,
 }
 
 /// The file being written.
@@ -46,6 +56,8 @@ struct Open {
     /// `None` while a write is in flight (the file is in the blocking pool).
     file: Option<File>,
     writer: FragmentWriter,
+    /// The codec configurations the file was made with.
+    tracks: Tracks,
     /// Frames of the next fragment, their payload bytes, and when the first of them arrived.
     pending: Vec<Frame>,
     pending_bytes: u64,
@@ -58,14 +70,18 @@ struct Open {
     last_dts: i64,
     /// The publisher changed: the next frame sets a new `shift`.
     rebase: bool,
-    /// Video is recorded from its first keyframe on (audio may have started the file).
+    /// Video is recorded from a keyframe: at the start (audio may have started the file), and
+    /// after frames in another configuration were left out.
     video_started: bool,
+    /// Frames left out because their track's configuration was not the file's.
+    left_out: u64,
     /// Each warning is logged once per recording.
     warned_size: bool,
     warned_clock: bool,
+    warned_changes: bool,
 }
 
-/// Records until the stream ends; each run of unchanged codec configurations is one file.
+/// Records until the stream ends.
 pub(crate) async fn record(recorder: Recorder, mut subscriber: Subscriber) {
     let mut session = Session::default();
     // Writes a fragment whose first frame arrived max_fragment_wait ago, whatever the timestamps.
@@ -103,13 +119,13 @@ pub(crate) async fn record(recorder: Recorder, mut subscriber: Subscriber) {
             BusEvent::Media(MediaEvent::VideoConfig(config)) => {
                 if session.tracks.video.as_deref() != Some(&config) {
                     session.tracks.video = Some(config);
-                    close(&recorder, session.open.take()).await;
+                    configuration_changed(&recorder, &mut session).await;
                 }
             }
             BusEvent::Media(MediaEvent::AudioConfig(config)) => {
                 if session.tracks.audio.as_deref() != Some(&config) {
                     session.tracks.audio = Some(config);
-                    close(&recorder, session.open.take()).await;
+                    configuration_changed(&recorder, &mut session).await;
                 }
             }
             BusEvent::Media(MediaEvent::Frame(frame)) if !session.stopped => {
@@ -127,8 +143,64 @@ pub(crate) async fn record(recorder: Recorder, mut subscriber: Subscriber) {
     close(&recorder, session.open.take()).await;
 }
 
+/// The stream's configurations changed: the next recording starts now if allowed; otherwise the
+/// file goes on without the frames in the new configuration.
+async fn configuration_changed(recorder: &Recorder, session: &mut Session) {
+    let now = Instant::now();
+    let allowed = switch_allowed(recorder, session, now);
+    let Some(open) = &mut session.open else {
+        return;
+    };
+    if same_tracks(&open.tracks, &session.tracks) {
+        // Back to the file's own configuration: its frames are recorded again.
+        return;
+    }
+    if allowed || only_added(&open.tracks, &session.tracks) {
+        switch(recorder, session, now).await;
+        return;
+    }
+    if !same(&open.tracks.video, &session.tracks.video) {
+        open.video_started = false;
+    }
+    if !open.warned_changes {
+        open.warned_changes = true;
+        let interval = recorder.config.min_recording_interval.as_secs();
+        tracing::warn!(stream_id = %recorder.stream_id,
+            "codec configuration changed again within archive.min_recording_interval_sec ({interval}): \
+             the recording goes on without the frames in the new configuration until the interval is over");
+    }
+}
+
+fn switch_allowed(recorder: &Recorder, session: &Session, now: Instant) -> bool {
+    session
+        .last_switch
+        .is_none_or(|last| now.saturating_duration_since(last) >= recorder.config.min_recording_interval)
+}
+
+/// Closes the file so that the next one starts in the stream's configurations. A track that
+/// appears (a publisher that sent audio before its video configuration, say) does not count
+/// against the interval: a configuration, once known, never goes away, so that happens at most
+/// once per track.
+async fn switch(recorder: &Recorder, session: &mut Session, now: Instant) {
+    if let Some(open) = &session.open
+        && !only_added(&open.tracks, &session.tracks)
+    {
+        session.last_switch = Some(now);
+    }
+    tracing::info!(stream_id = %recorder.stream_id, "codec configuration changed: the next recording starts");
+    close(recorder, session.open.take()).await;
+}
+
 async fn frame_arrived(recorder: &Recorder, session: &mut Session, frame: Frame) {
     let now = Instant::now();
+    // The interval is over and the configuration is still another: switch where a file can start.
+    if let Some(open) = &session.open
+        && !same_tracks(&open.tracks, &session.tracks)
+        && starts_recording(&session.tracks, &frame)
+        && switch_allowed(recorder, session, now)
+    {
+        switch(recorder, session, now).await;
+    }
     if session.open.is_none() {
         match start(recorder, &session.tracks, &frame).await {
             Ok(started) => session.open = started,
@@ -147,6 +219,14 @@ async fn frame_arrived(recorder: &Recorder, session: &mut Session, frame: Frame)
     let Some(open) = &mut session.open else {
         return;
     };
+    let recorded = match frame.track {
+        Track::Video => same(&open.tracks.video, &session.tracks.video),
+        Track::Audio => same(&open.tracks.audio, &session.tracks.audio),
+    };
+    if !recorded {
+        open.left_out += 1;
+        return;
+    }
     if let Err(stop) = add(recorder, open, frame, now).await {
         stopped(recorder, session, stop).await;
     }
@@ -162,6 +242,33 @@ async fn stopped(recorder: &Recorder, session: &mut Session, stop: Stop) {
             "recording stopped, what was recorded is kept: {why}"),
     }
     close(recorder, session.open.take()).await;
+}
+
+fn same<T: PartialEq>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+fn same_tracks(a: &Tracks, b: &Tracks) -> bool {
+    same(&a.video, &b.video) && same(&a.audio, &b.audio)
+}
+
+/// Whether the stream's `now` differs from the file's `then` only by tracks the file lacks.
+fn only_added(then: &Tracks, now: &Tracks) -> bool {
+    (then.video.is_none() || same(&then.video, &now.video))
+        && (then.audio.is_none() || same(&then.audio, &now.audio))
+}
+
+/// Whether a recording of `tracks` can start with `frame`: a video keyframe, or any frame of a
+/// stream without video.
+fn starts_recording(tracks: &Tracks, frame: &Frame) -> bool {
+    match frame.track {
+        Track::Video => tracks.video.is_some() && frame.keyframe,
+        Track::Audio => tracks.video.is_none() && tracks.audio.is_some(),
+    }
 }
 
 enum Stop {
@@ -201,6 +308,7 @@ async fn start(recorder: &Recorder, tracks: &Tracks, frame: &Frame) -> Result<Op
         unfinished,
         file: Some(file),
         writer: FragmentWriter::new(tracks),
+        tracks: tracks.clone(),
         pending: Vec::new(),
         pending_bytes: 0,
         pending_since: None,
@@ -209,8 +317,10 @@ async fn start(recorder: &Recorder, tracks: &Tracks, frame: &Frame) -> Result<Op
         last_dts: 0,
         rebase: false,
         video_started: false,
+        left_out: 0,
         warned_size: false,
         warned_clock: false,
+        warned_changes: false,
     }))
 }
 
@@ -308,6 +418,7 @@ async fn close(recorder: &Recorder, open: Option<Open>) {
         mut file,
         mut writer,
         pending,
+        left_out,
         ..
     }) = open
     else {
@@ -321,6 +432,10 @@ async fn close(recorder: &Recorder, open: Option<Open>) {
         }
     }
     drop(file);
+    if left_out > 0 {
+        tracing::info!(stream_id = %recorder.stream_id, path = %unfinished.part.display(), left_out,
+            "frames in another codec configuration than the recording's were left out of it");
+    }
     let (config, store) = (Arc::clone(&recorder.config), recorder.store.clone());
     recorder
         .finalizers

@@ -38,6 +38,7 @@ async fn a_stream_is_recorded_and_listed() {
         dir: storage.join("archive"),
         storage_dir: storage.clone(),
         min_free_bytes: 0,
+        min_recording_interval: Duration::from_secs(60),
         max_fragment_bytes: 8 << 20,
         max_fragment_wait: Duration::from_secs(2),
     };

@@ -30,6 +30,8 @@ pub(crate) struct Settings {
     pub(crate) storage_dir: PathBuf,
     /// Below this much free space on the storage disk, recorders stop.
     pub(crate) archive_min_free_bytes: u64,
+    /// At most one recording per stream started by codec configuration changes in this interval.
+    pub(crate) archive_min_recording_interval: Duration,
     /// A recording's fragments are written at this size, or this long after their first frame.
     pub(crate) archive_max_fragment_bytes: u64,
     pub(crate) archive_max_fragment_wait: Duration,
@@ -85,6 +87,7 @@ struct RawHls {
 #[derive(Deserialize)]
 struct RawArchive {
     min_free_bytes: u64,
+    min_recording_interval_sec: u64,
     max_fragment_bytes: u64,
     max_fragment_wait_sec: u64,
 }
@@ -248,6 +251,10 @@ impl Settings {
             credentials,
             storage_dir: PathBuf::from(raw.storage.dir),
             archive_min_free_bytes: raw.archive.min_free_bytes,
+            archive_min_recording_interval: seconds(
+                "archive.min_recording_interval_sec",
+                raw.archive.min_recording_interval_sec,
+            )?,
             archive_max_fragment_bytes: match raw.archive.max_fragment_bytes {
                 n @ MIN_FRAGMENT_BYTES..=MAX_FRAGMENT_BYTES => n,
                 n => {
@@ -454,9 +461,15 @@ mod tests {
     #[test]
     fn archive_limits() {
         let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(s.archive_min_recording_interval, Duration::from_secs(60));
         assert_eq!(s.archive_max_fragment_bytes, 8 << 20);
         assert_eq!(s.archive_max_fragment_wait, Duration::from_secs(2));
         for (key, value, wanted) in [
+            (
+                "OXCAST__ARCHIVE__MIN_RECORDING_INTERVAL_SEC",
+                "0",
+                "archive.min_recording_interval_sec 0",
+            ),
             (
                 "OXCAST__ARCHIVE__MAX_FRAGMENT_BYTES",
                 "1000",
