@@ -15,6 +15,8 @@ mod support;
 mod api;
 #[path = "e2e/archive.rs"]
 mod archive;
+#[path = "e2e/archive_limits.rs"]
+mod archive_limits;
 #[path = "e2e/browser.rs"]
 mod browser;
 #[path = "e2e/destination.rs"]
@@ -29,6 +31,8 @@ mod ingest;
 mod lifecycle;
 #[path = "e2e/publisher.rs"]
 mod publisher;
+#[path = "e2e/rtmp_client.rs"]
+mod rtmp_client;
 #[path = "e2e/simulcast.rs"]
 mod simulcast;
 #[path = "e2e/startup.rs"]

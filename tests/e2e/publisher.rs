@@ -48,6 +48,25 @@ pub fn encoder_with_copy(url: &str, seconds: u32, size: &str, gop_sec: u32, copy
     cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
 }
 
+/// The same encode written to the FLV file `path` as fast as it goes, for tests that publish its
+/// tags with a client of their own.
+pub fn encode_flv(path: &std::path::Path, seconds: u32, size: &str, gop_sec: u32, tracks: &str) {
+    let cmd = encode(seconds, size, gop_sec, tracks);
+    let args: Vec<_> = cmd
+        .get_args()
+        .filter(|a| *a != "-re")
+        .map(ToOwned::to_owned)
+        .collect();
+    let mut fast = Command::new("ffmpeg");
+    fast.args(args).args(["-y", "-f", "flv"]).arg(path);
+    let out = fast.output().unwrap();
+    assert!(
+        out.status.success(),
+        "ffmpeg: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn encode(seconds: u32, size: &str, gop_sec: u32, tracks: &str) -> Command {
     require("ffmpeg", "ffmpeg");
     let gop = (30 * gop_sec).to_string();
