@@ -15,6 +15,8 @@ mod support;
 mod api;
 #[path = "e2e/archive.rs"]
 mod archive;
+#[path = "e2e/archive_limits.rs"]
+mod archive_limits;
 #[path = "e2e/browser.rs"]
 mod browser;
 #[path = "e2e/destination.rs"]

@@ -43,7 +43,7 @@ fn top_level_boxes(data: &[u8]) -> Vec<String> {
 }
 
 /// `ffmpeg -v error -i FILE -f null -` succeeds without a word.
-fn assert_decodes_cleanly(file: &std::path::Path) {
+pub(crate) fn assert_decodes_cleanly(file: &std::path::Path) {
     let decode = std::process::Command::new("ffmpeg")
         .args(["-v", "error", "-i", file.to_str().unwrap(), "-f", "null", "-"])
         .output()
@@ -56,7 +56,7 @@ fn assert_decodes_cleanly(file: &std::path::Path) {
     );
 }
 
-fn download(url: &str, to: &std::path::Path) -> Vec<u8> {
+pub(crate) fn download(url: &str, to: &std::path::Path) -> Vec<u8> {
     let res = reqwest::blocking::get(url).unwrap();
     assert_eq!(res.status(), 200, "{url}");
     assert_eq!(res.headers()["content-type"], "video/mp4");
@@ -192,7 +192,7 @@ fn a_recording_cut_by_sigkill_is_finalized_and_listed_at_the_next_start() {
 }
 
 /// Width and height of the video in a media file, by ffprobe.
-fn video_size(path: &std::path::Path) -> String {
+pub(crate) fn video_size(path: &std::path::Path) -> String {
     let args = [
         "-select_streams",
         "v",

@@ -74,3 +74,10 @@ impl Mp4Error {
         Self::Malformed(why.into())
     }
 }
+
+/// For the recorder's tests: a known H.264 configuration and a player's view of a finalized file.
+#[cfg(test)]
+pub(crate) mod testing {
+    pub(crate) use super::finalize::tests::{Played, play};
+    pub(crate) use super::init::tests::AVC_RECORD;
+}

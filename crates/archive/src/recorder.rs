@@ -1,22 +1,35 @@
 //! One stream's recorder: bus events in, fragments written to the recording as they complete.
+//!
+//! A recording holds one set of codec configurations. A change of configuration starts the next
+//! recording at once, unless a change already did within `min_recording_interval`: then the
+//! recording goes on, the frames of the track whose configuration differs from the file's are
+//! left out (the other track goes on being recorded), and the file takes that track's frames
+//! again, from a keyframe, if the configuration comes back to the file's. Once the interval is
+//! over, the next frame a recording can start with (a video keyframe; any frame of a stream
+//! without video) starts the next recording in the current configuration. A publisher switching
+//! configurations at every keyframe thus makes one recording per interval, not one per switch.
+//! A track that appears (its configuration comes after the other track's first frames) starts
+//! the next recording at once and does not count: that happens at most once per track.
 
 use std::fs::File;
-use std::io::Write;
-use std::path::Path;
 use std::sync::Arc;
 
 use oxcast_core::{BusEvent, Store, StreamId, Subscriber};
 use oxcast_media::{Frame, MediaEvent, Track};
+use tokio::time::{Duration, Instant};
 use tokio_util::task::TaskTracker;
 
 use crate::mp4::{self, Fragment, FragmentWriter, Tracks};
 use crate::{ArchiveConfig, Unfinished, finalize};
 
-/// A fragment is written once it holds this much media.
+/// A fragment is written once its frames' timestamps span this much media...
 const FRAGMENT_MS: i64 = 1000;
+/// ...and a wall-clock-bound write counts as a publisher whose clock is stuck (rather than one
+/// that paused) when its last frame arrived less than this long before.
+const STILL_SENDING: Duration = Duration::from_secs(1);
 
 /// What a recorder needs to know about its stream.
-pub(crate) struct Recording {
+pub(crate) struct Recorder {
     pub(crate) config: Arc<ArchiveConfig>,
     pub(crate) store: Store,
     pub(crate) stream_id: StreamId,
@@ -25,14 +38,31 @@ pub(crate) struct Recording {
     pub(crate) finalizers: TaskTracker,
 }
 
+/// The recorder's state across its files.
+#[derive(Default)]
+struct Session {
+    /// The stream's current codec configurations.
+    tracks: Tracks,
+    open: Option<Open>,
+    /// Out of disk space: nothing more is recorded for this session.
+    stopped: bool,
+    /// When a configuration change last started a recording.
+    last_switch: Option<Instant>,
+}
+
 /// The file being written.
 struct Open {
     unfinished: Unfinished,
     /// `None` while a write is in flight (the file is in the blocking pool).
     file: Option<File>,
     writer: FragmentWriter,
-    /// Frames of the next fragment.
+    /// The codec configurations the file was made with.
+    tracks: Tracks,
+    /// Frames of the next fragment, their payload bytes, and when the first of them arrived.
     pending: Vec<Frame>,
+    pending_bytes: u64,
+    pending_since: Option<Instant>,
+    last_arrival: Option<Instant>,
     /// Added to a frame's timestamps so a reconnected publisher, whose clock starts again from
     /// zero, continues the timeline instead of going back.
     shift: i64,
@@ -40,68 +70,205 @@ struct Open {
     last_dts: i64,
     /// The publisher changed: the next frame sets a new `shift`.
     rebase: bool,
-    /// Video is recorded from its first keyframe on (audio may have started the file).
+    /// Video is recorded from a keyframe: at the start (audio may have started the file), and
+    /// after frames in another configuration were left out.
     video_started: bool,
+    /// Frames left out because their track's configuration was not the file's.
+    left_out: u64,
+    /// Each warning is logged once per recording.
+    warned_size: bool,
+    warned_clock: bool,
+    warned_changes: bool,
 }
 
-/// Records until the stream ends; each run of unchanged codec configurations is one file.
-pub(crate) async fn record(recording: Recording, mut subscriber: Subscriber) {
-    let mut tracks = Tracks::default();
-    let mut open: Option<Open> = None;
-    // Out of disk space: nothing more is recorded for this session.
-    let mut stopped = false;
-    while let Some(event) = subscriber.recv().await {
+/// Records until the stream ends.
+pub(crate) async fn record(recorder: Recorder, mut subscriber: Subscriber) {
+    let mut session = Session::default();
+    // Writes a fragment whose first frame arrived max_fragment_wait ago, whatever the timestamps.
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(timer);
+    let mut armed = None;
+    loop {
+        let due = session
+            .open
+            .as_ref()
+            .and_then(|open| open.pending_since)
+            .map(|since| since + recorder.config.max_fragment_wait);
+        if due != armed {
+            if let Some(due) = due {
+                timer.as_mut().reset(due);
+            }
+            armed = due;
+        }
+        let event = tokio::select! {
+            // First, so a due fragment is written before the next frame is looked at.
+            biased;
+            () = &mut timer, if armed.is_some() => {
+                armed = None;
+                if let Some(open) = &mut session.open
+                    && let Err(stop) = write_pending(&recorder, open, Cut::Waited).await
+                {
+                    stopped(&recorder, &mut session, stop).await;
+                }
+                continue;
+            }
+            event = subscriber.recv() => event,
+        };
+        let Some(event) = event else { break };
         match event {
             BusEvent::Media(MediaEvent::VideoConfig(config)) => {
-                if tracks.video.as_deref() != Some(&config) {
-                    tracks.video = Some(config);
-                    close(&recording, open.take()).await;
+                if session.tracks.video.as_deref() != Some(&config) {
+                    session.tracks.video = Some(config);
+                    configuration_changed(&recorder, &mut session).await;
                 }
             }
             BusEvent::Media(MediaEvent::AudioConfig(config)) => {
-                if tracks.audio.as_deref() != Some(&config) {
-                    tracks.audio = Some(config);
-                    close(&recording, open.take()).await;
+                if session.tracks.audio.as_deref() != Some(&config) {
+                    session.tracks.audio = Some(config);
+                    configuration_changed(&recorder, &mut session).await;
                 }
             }
-            BusEvent::Media(MediaEvent::Frame(frame)) if !stopped => {
-                if open.is_none() {
-                    match start(&recording, &tracks, &frame).await {
-                        Ok(started) => open = started,
-                        Err(Stop::NoSpace(why)) => {
-                            tracing::warn!(stream_id = %recording.stream_id, "not recording: {why}");
-                            stopped = true;
-                            continue;
-                        }
-                        Err(Stop::Failed(why)) => {
-                            tracing::error!(stream_id = %recording.stream_id, "cannot record: {why}");
-                            stopped = true;
-                            continue;
-                        }
-                    }
-                }
-                let Some(current) = &mut open else { continue };
-                if let Err(stop) = add(&recording, current, frame).await {
-                    stopped = true;
-                    match stop {
-                        Stop::NoSpace(why) => tracing::warn!(stream_id = %recording.stream_id,
-                            "recording stopped, what was recorded is kept: {why}"),
-                        Stop::Failed(why) => tracing::error!(stream_id = %recording.stream_id,
-                            "recording stopped, what was recorded is kept: {why}"),
-                    }
-                    close(&recording, open.take()).await;
-                }
+            BusEvent::Media(MediaEvent::Frame(frame)) if !session.stopped => {
+                frame_arrived(&recorder, &mut session, frame).await;
             }
             BusEvent::Media(MediaEvent::Frame(_)) => {}
             BusEvent::Discontinuity => {
-                if let Some(current) = &mut open {
+                if let Some(current) = &mut session.open {
                     current.rebase = true;
                 }
             }
             BusEvent::End => break,
         }
     }
-    close(&recording, open.take()).await;
+    close(&recorder, session.open.take()).await;
+}
+
+/// The stream's configurations changed: the next recording starts now if allowed; otherwise the
+/// file goes on without the frames in the new configuration.
+async fn configuration_changed(recorder: &Recorder, session: &mut Session) {
+    let now = Instant::now();
+    let allowed = switch_allowed(recorder, session, now);
+    let Some(open) = &mut session.open else {
+        return;
+    };
+    if same_tracks(&open.tracks, &session.tracks) {
+        // Back to the file's own configuration: its frames are recorded again.
+        return;
+    }
+    if allowed || only_added(&open.tracks, &session.tracks) {
+        switch(recorder, session, now).await;
+        return;
+    }
+    if !same(&open.tracks.video, &session.tracks.video) {
+        open.video_started = false;
+    }
+    if !open.warned_changes {
+        open.warned_changes = true;
+        let interval = recorder.config.min_recording_interval.as_secs();
+        tracing::warn!(stream_id = %recorder.stream_id,
+            "codec configuration changed again within archive.min_recording_interval_sec ({interval}): \
+             the recording goes on without the frames in the new configuration until the interval is over");
+    }
+}
+
+fn switch_allowed(recorder: &Recorder, session: &Session, now: Instant) -> bool {
+    session
+        .last_switch
+        .is_none_or(|last| now.saturating_duration_since(last) >= recorder.config.min_recording_interval)
+}
+
+/// Closes the file so that the next one starts in the stream's configurations. A track that
+/// appears (a publisher that sent audio before its video configuration, say) does not count
+/// against the interval: a configuration, once known, never goes away, so that happens at most
+/// once per track.
+async fn switch(recorder: &Recorder, session: &mut Session, now: Instant) {
+    if let Some(open) = &session.open
+        && !only_added(&open.tracks, &session.tracks)
+    {
+        session.last_switch = Some(now);
+    }
+    tracing::info!(stream_id = %recorder.stream_id, "codec configuration changed: the next recording starts");
+    close(recorder, session.open.take()).await;
+}
+
+async fn frame_arrived(recorder: &Recorder, session: &mut Session, frame: Frame) {
+    let now = Instant::now();
+    // The interval is over and the configuration is still another: switch where a file can start.
+    if let Some(open) = &session.open
+        && !same_tracks(&open.tracks, &session.tracks)
+        && starts_recording(&session.tracks, &frame)
+        && switch_allowed(recorder, session, now)
+    {
+        switch(recorder, session, now).await;
+    }
+    if session.open.is_none() {
+        match start(recorder, &session.tracks, &frame).await {
+            Ok(started) => session.open = started,
+            Err(Stop::NoSpace(why)) => {
+                tracing::warn!(stream_id = %recorder.stream_id, "not recording: {why}");
+                session.stopped = true;
+                return;
+            }
+            Err(Stop::Failed(why)) => {
+                tracing::error!(stream_id = %recorder.stream_id, "cannot record: {why}");
+                session.stopped = true;
+                return;
+            }
+        }
+    }
+    let Some(open) = &mut session.open else {
+        return;
+    };
+    let recorded = match frame.track {
+        Track::Video => same(&open.tracks.video, &session.tracks.video),
+        Track::Audio => same(&open.tracks.audio, &session.tracks.audio),
+    };
+    if !recorded {
+        open.left_out += 1;
+        return;
+    }
+    if let Err(stop) = add(recorder, open, frame, now).await {
+        stopped(recorder, session, stop).await;
+    }
+}
+
+/// A write failed: what was recorded is kept and finalized; nothing more is recorded.
+async fn stopped(recorder: &Recorder, session: &mut Session, stop: Stop) {
+    session.stopped = true;
+    match stop {
+        Stop::NoSpace(why) => tracing::warn!(stream_id = %recorder.stream_id,
+            "recording stopped, what was recorded is kept: {why}"),
+        Stop::Failed(why) => tracing::error!(stream_id = %recorder.stream_id,
+            "recording stopped, what was recorded is kept: {why}"),
+    }
+    close(recorder, session.open.take()).await;
+}
+
+fn same<T: PartialEq>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+fn same_tracks(a: &Tracks, b: &Tracks) -> bool {
+    same(&a.video, &b.video) && same(&a.audio, &b.audio)
+}
+
+/// Whether the stream's `now` differs from the file's `then` only by tracks the file lacks.
+fn only_added(then: &Tracks, now: &Tracks) -> bool {
+    (then.video.is_none() || same(&then.video, &now.video))
+        && (then.audio.is_none() || same(&then.audio, &now.audio))
+}
+
+/// Whether a recording of `tracks` can start with `frame`: a video keyframe, or any frame of a
+/// stream without video.
+fn starts_recording(tracks: &Tracks, frame: &Frame) -> bool {
+    match frame.track {
+        Track::Video => tracks.video.is_some() && frame.keyframe,
+        Track::Audio => tracks.video.is_none() && tracks.audio.is_some(),
+    }
 }
 
 enum Stop {
@@ -111,7 +278,7 @@ enum Stop {
 
 /// Opens a recording at its first usable frame: video starts on a keyframe; a frame of a track
 /// whose configuration has not arrived cannot be recorded.
-async fn start(recording: &Recording, tracks: &Tracks, frame: &Frame) -> Result<Option<Open>, Stop> {
+async fn start(recorder: &Recorder, tracks: &Tracks, frame: &Frame) -> Result<Option<Open>, Stop> {
     let usable = match frame.track {
         Track::Video => tracks.video.is_some() && frame.keyframe,
         Track::Audio => tracks.audio.is_some(),
@@ -123,40 +290,54 @@ async fn start(recording: &Recording, tracks: &Tracks, frame: &Frame) -> Result<
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
     let (config, stream_id, public_id) = (
-        Arc::clone(&recording.config),
-        recording.stream_id.clone(),
-        recording.public_id.clone(),
+        Arc::clone(&recorder.config),
+        recorder.stream_id.clone(),
+        recorder.public_id.clone(),
     );
     let init = mp4::init_segment(tracks);
     let created = tokio::task::spawn_blocking(move || -> Result<(Unfinished, File), Stop> {
         check_space(&config)?;
-        let create = || -> std::io::Result<(Unfinished, File)> {
-            let unfinished = Unfinished::create(&config, &stream_id, &public_id, started_ms)?;
-            let mut file = File::create_new(&unfinished.part)?;
-            file.write_all(&init)?;
-            file.sync_data()?;
-            Ok((unfinished, file))
-        };
-        create().map_err(|e| Stop::Failed(format!("cannot create the recording: {e}")))
+        Unfinished::create(&config, &stream_id, &public_id, started_ms, &init)
+            .map_err(|e| Stop::Failed(format!("cannot create the recording: {e}")))
     })
     .await
     .map_err(|e| Stop::Failed(e.to_string()))??;
     let (unfinished, file) = created;
-    tracing::info!(stream_id = %recording.stream_id, path = %unfinished.part.display(), "recording");
+    tracing::info!(stream_id = %recorder.stream_id, path = %unfinished.part.display(), "recording");
     Ok(Some(Open {
         unfinished,
         file: Some(file),
         writer: FragmentWriter::new(tracks),
+        tracks: tracks.clone(),
         pending: Vec::new(),
+        pending_bytes: 0,
+        pending_since: None,
+        last_arrival: None,
         shift: 0,
         last_dts: 0,
         rebase: false,
         video_started: false,
+        left_out: 0,
+        warned_size: false,
+        warned_clock: false,
+        warned_changes: false,
     }))
 }
 
-/// Adds a frame; writes a fragment when one is due.
-async fn add(recording: &Recording, open: &mut Open, mut frame: Frame) -> Result<(), Stop> {
+/// Why a fragment is written now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    /// Its timestamps span a second.
+    Time,
+    /// It holds `max_fragment_bytes`.
+    Size,
+    /// Its first frame arrived `max_fragment_wait` ago.
+    Waited,
+}
+
+/// Adds a frame; writes a fragment when one is due. The frames held never pass
+/// `max_fragment_bytes` (a larger frame is a fragment of its own).
+async fn add(recorder: &Recorder, open: &mut Open, mut frame: Frame, now: Instant) -> Result<(), Stop> {
     if frame.track == Track::Video && !open.video_started {
         if !frame.keyframe {
             return Ok(());
@@ -170,25 +351,74 @@ async fn add(recording: &Recording, open: &mut Open, mut frame: Frame) -> Result
     }
     frame.dts += open.shift;
     frame.pts += open.shift;
+    let bytes = frame.data.len() as u64;
+    let max = recorder.config.max_fragment_bytes;
+    if !open.pending.is_empty() && open.pending_bytes.saturating_add(bytes) > max {
+        write_pending(recorder, open, Cut::Size).await?;
+    }
     open.last_dts = open.last_dts.max(frame.dts);
     let start = open.pending.first().map_or(frame.dts, |f| f.dts);
     open.pending.push(frame);
+    open.pending_bytes += bytes;
+    open.pending_since.get_or_insert(now);
+    open.last_arrival = Some(now);
     if open.last_dts - start >= FRAGMENT_MS {
-        let frames = std::mem::take(&mut open.pending);
-        if let Some(fragment) = open.writer.push(frames) {
-            write(&mut open.file, fragment, Some(&recording.config)).await?;
-        }
+        write_pending(recorder, open, Cut::Time).await?;
+    } else if open.pending_bytes >= max {
+        write_pending(recorder, open, Cut::Size).await?;
     }
     Ok(())
 }
 
+/// Writes the held frames as a fragment (all but each track's last, which waits for its
+/// duration), with a warning, once per recording, when a publisher's timestamps make it cut
+/// fragments on size or time.
+async fn write_pending(recorder: &Recorder, open: &mut Open, cut: Cut) -> Result<(), Stop> {
+    let span = match (open.pending.first(), open.pending.iter().map(|f| f.dts).max()) {
+        (Some(first), Some(last)) => last - first.dts,
+        _ => 0,
+    };
+    let config = &recorder.config;
+    match cut {
+        Cut::Time => {}
+        Cut::Size if !open.warned_size => {
+            open.warned_size = true;
+            tracing::warn!(stream_id = %recorder.stream_id, bytes = open.pending_bytes, media_ms = span,
+                "a fragment reached archive.max_fragment_bytes ({}) within {span} ms of media and is \
+                 written early: the publisher's timestamps are not advancing, or its bitrate is above \
+                 what the setting allows for", config.max_fragment_bytes);
+        }
+        Cut::Size => {}
+        Cut::Waited => {
+            let still_sending = open
+                .last_arrival
+                .is_some_and(|last| last.elapsed() < STILL_SENDING);
+            if still_sending && !open.warned_clock {
+                open.warned_clock = true;
+                tracing::warn!(stream_id = %recorder.stream_id, media_ms = span,
+                    "the publisher's timestamps are not advancing: {span} ms of media over {:?} of \
+                     frames; fragments are written every archive.max_fragment_wait_sec instead",
+                    config.max_fragment_wait);
+            }
+        }
+    }
+    let frames = std::mem::take(&mut open.pending);
+    open.pending_bytes = 0;
+    open.pending_since = None;
+    match open.writer.push(frames) {
+        Some(fragment) => write(&mut open.file, fragment, Some(config)).await,
+        None => Ok(()),
+    }
+}
+
 /// Writes the held-back frames and hands the file to be finalized.
-async fn close(recording: &Recording, open: Option<Open>) {
+async fn close(recorder: &Recorder, open: Option<Open>) {
     let Some(Open {
         unfinished,
         mut file,
         mut writer,
         pending,
+        left_out,
         ..
     }) = open
     else {
@@ -197,13 +427,17 @@ async fn close(recording: &Recording, open: Option<Open>) {
     let fragments = [writer.push(pending), writer.finish()];
     for fragment in fragments.into_iter().flatten() {
         if let Err(Stop::NoSpace(why) | Stop::Failed(why)) = write(&mut file, fragment, None).await {
-            tracing::error!(stream_id = %recording.stream_id, "the recording's last second is lost: {why}");
+            tracing::error!(stream_id = %recorder.stream_id, "the recording's last second is lost: {why}");
             break;
         }
     }
     drop(file);
-    let (config, store) = (Arc::clone(&recording.config), recording.store.clone());
-    recording
+    if left_out > 0 {
+        tracing::info!(stream_id = %recorder.stream_id, path = %unfinished.part.display(), left_out,
+            "frames in another codec configuration than the recording's were left out of it");
+    }
+    let (config, store) = (Arc::clone(&recorder.config), recorder.store.clone());
+    recorder
         .finalizers
         .spawn(async move { finalize(&config, &store, unfinished).await });
 }
@@ -242,17 +476,12 @@ async fn write(
 /// Blocking: reads the disk's free space.
 fn check_space(config: &ArchiveConfig) -> Result<(), Stop> {
     let min = config.min_free_bytes;
-    let free =
-        free_bytes(&config.dir).map_err(|e| Stop::Failed(format!("cannot read the free space: {e}")))?;
+    let free = crate::free_bytes(&config.dir)
+        .map_err(|e| Stop::Failed(format!("cannot read the free space: {e}")))?;
     if free < min {
         return Err(Stop::NoSpace(format!(
             "{free} bytes free on the storage disk, below archive.min_free_bytes ({min})"
         )));
     }
     Ok(())
-}
-
-fn free_bytes(dir: &Path) -> std::io::Result<u64> {
-    let stat = rustix::fs::statvfs(dir)?;
-    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
 }

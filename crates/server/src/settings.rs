@@ -34,6 +34,11 @@ pub(crate) struct Settings {
     pub(crate) storage_dir: PathBuf,
     /// Below this much free space on the storage disk, recorders stop.
     pub(crate) archive_min_free_bytes: u64,
+    /// At most one recording per stream started by codec configuration changes in this interval.
+    pub(crate) archive_min_recording_interval: Duration,
+    /// A recording's fragments are written at this size, or this long after their first frame.
+    pub(crate) archive_max_fragment_bytes: u64,
+    pub(crate) archive_max_fragment_wait: Duration,
     pub(crate) simulcast: oxcast_simulcast::SimulcastConfig,
     pub(crate) limits: oxcast_core::RegistryLimits,
     pub(crate) log_filter: String,
@@ -96,6 +101,9 @@ struct RawHls {
 #[derive(Deserialize)]
 struct RawArchive {
     min_free_bytes: u64,
+    min_recording_interval_sec: u64,
+    max_fragment_bytes: u64,
+    max_fragment_wait_sec: u64,
 }
 
 #[derive(Deserialize)]
@@ -285,6 +293,26 @@ impl Settings {
             credentials,
             storage_dir: PathBuf::from(raw.storage.dir),
             archive_min_free_bytes: raw.archive.min_free_bytes,
+            archive_min_recording_interval: seconds(
+                "archive.min_recording_interval_sec",
+                raw.archive.min_recording_interval_sec,
+            )?,
+            archive_max_fragment_bytes: match raw.archive.max_fragment_bytes {
+                n @ MIN_FRAGMENT_BYTES..=MAX_FRAGMENT_BYTES => n,
+                n => {
+                    return Err(SettingsError(format!(
+                        "archive.max_fragment_bytes {n}: use {MIN_FRAGMENT_BYTES} to {MAX_FRAGMENT_BYTES} bytes"
+                    )));
+                }
+            },
+            archive_max_fragment_wait: match raw.archive.max_fragment_wait_sec {
+                n @ 1..=60 => Duration::from_secs(n),
+                n => {
+                    return Err(SettingsError(format!(
+                        "archive.max_fragment_wait_sec {n}: use 1 to 60 seconds"
+                    )));
+                }
+            },
             simulcast: oxcast_simulcast::SimulcastConfig {
                 ca_file: Some(raw.simulcast.ca_file.trim())
                     .filter(|f| !f.is_empty())
@@ -308,6 +336,11 @@ impl Settings {
         })
     }
 }
+
+/// Bounds of archive.max_fragment_bytes: below 64 KiB a fragment's headers weigh; above 1 GiB a
+/// recorder could hold more than a machine has to spare.
+const MIN_FRAGMENT_BYTES: u64 = 64 << 10;
+const MAX_FRAGMENT_BYTES: u64 = 1 << 30;
 
 /// A timeout of 1 second to 1 hour.
 fn seconds(key: &str, value: u64) -> Result<Duration, SettingsError> {
@@ -555,5 +588,35 @@ mod tests {
         }
         let e = Settings::load_from(Some(Path::new("/nonexistent/oxcast.toml")), env(&[])).unwrap_err();
         assert_eq!(e.to_string(), "config file /nonexistent/oxcast.toml: not found");
+    }
+
+    #[test]
+    fn archive_limits() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(s.archive_min_recording_interval, Duration::from_secs(60));
+        assert_eq!(s.archive_max_fragment_bytes, 8 << 20);
+        assert_eq!(s.archive_max_fragment_wait, Duration::from_secs(2));
+        for (key, value, wanted) in [
+            (
+                "OXCAST__ARCHIVE__MIN_RECORDING_INTERVAL_SEC",
+                "0",
+                "archive.min_recording_interval_sec 0",
+            ),
+            (
+                "OXCAST__ARCHIVE__MAX_FRAGMENT_BYTES",
+                "1000",
+                "archive.max_fragment_bytes 1000",
+            ),
+            (
+                "OXCAST__ARCHIVE__MAX_FRAGMENT_WAIT_SEC",
+                "0",
+                "archive.max_fragment_wait_sec 0",
+            ),
+        ] {
+            let e = Settings::load_from(None, env(&[(key, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(wanted), "{key}: {e}");
+        }
     }
 }
