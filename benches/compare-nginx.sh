@@ -12,7 +12,8 @@
 #      ./target).
 #   2. Makes, once, a 10 s 1280x720 30 fps H.264 (keyframe every 2 s, ~2.9 Mbit/s) + AAC 128k FLV
 #      with ffmpeg, cached as target/oxcast-bench/src-720p30-3M-10s.flv.
-#   3. Starts Oxcast (temporary data dir, free loopback ports, OXCAST__* variables) and creates
+#   3. Starts Oxcast (temporary data dir, free loopback ports, OXCAST__* variables; relays may reach
+#      loopback, where the sink is) and creates
 #      PUBLISHERS streams through its admin API; starts nginx-rtmp (`hls on`, hls_fragment 2s,
 #      hls_playlist_length 12s = Oxcast's 6 x 2 s window) with an nginx `http` server on the HLS
 #      directory so readers follow it too. Recording follows ARCHIVE: `off` (the default) deletes
@@ -180,6 +181,7 @@ mkdir -p "$WORK/oxcast"
 OXCAST__HTTP__LISTEN=127.0.0.1:$OX_HTTP OXCAST__RTMP__LISTEN=127.0.0.1:$OX_RTMP \
 OXCAST__PUBLIC__HTTP_URL=http://127.0.0.1:$OX_HTTP OXCAST__PUBLIC__RTMP_URL=rtmp://127.0.0.1:$OX_RTMP \
 OXCAST__STORAGE__DIR=$WORK/oxcast/data OXCAST__LOG__FILTER=warn \
+OXCAST__SIMULCAST__ALLOW_PRIVATE_DESTINATIONS=true \
     "$OXCAST" >"$WORK/oxcast/stdout" 2>"$WORK/oxcast/log" </dev/null &
 OX_PID=$!
 wait_http "http://127.0.0.1:$OX_HTTP/healthz"
