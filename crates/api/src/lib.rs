@@ -39,6 +39,7 @@ pub struct ApiConfig {
 struct AppState {
     registry: Arc<Registry>,
     config: Arc<ApiConfig>,
+    verifier: Arc<auth::Verifier>,
     relays: Arc<dyn RelayStatusSource>,
 }
 
@@ -65,6 +66,7 @@ pub fn router(
     };
     let state = AppState {
         registry,
+        verifier: Arc::new(auth::Verifier::new(&config.credentials)),
         config: Arc::new(config),
         relays,
     };
