@@ -157,10 +157,14 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         },
         shutdown.clone(),
     ));
-    let server = axum::serve(http, oxcast_api::router(Arc::clone(&registry), api, hls, relays))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let server = oxcast_api::serve(
+        http,
+        oxcast_api::router(Arc::clone(&registry), api, hls, relays),
+        settings.http_limits.clone(),
+        shutdown.clone(),
+    );
     tokio::select! {
-        served = server => served.context("HTTP server failed")?,
+        () = server => {}
         () = async { shutdown.cancelled().await; tokio::time::sleep(DRAIN_TIMEOUT).await } => {
             tracing::warn!("requests still running {DRAIN_TIMEOUT:?} after the shutdown signal; closing them");
         }
