@@ -2,6 +2,7 @@
 //! HTTP API, prints how to connect, and shuts down gracefully on SIGINT/SIGTERM.
 
 mod credentials;
+mod open_files;
 mod outputs;
 mod settings;
 
@@ -51,6 +52,10 @@ fn main() -> ExitCode {
     };
     init_logging(&settings.log_filter);
     fix_mmap_threshold();
+    open_files::raise_limit(
+        settings.http_limits.max_connections,
+        settings.rtmp_max_connections,
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
