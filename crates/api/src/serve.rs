@@ -222,7 +222,9 @@ async fn connection(socket: TcpStream, slot: Slot, shared: Arc<Shared>, shutdown
             if e.downcast_ref::<hyper::Error>()
                 .is_some_and(hyper::Error::is_timeout) =>
         {
-            // Browsers open connections they never use, so this is no sign of trouble.
+            // Only a partial head gets here: hyper ends a connection that sent nothing at all as
+            // if the client had closed it. Browsers open connections they never use, and mobile
+            // links stall, so neither is a sign of trouble.
             tracing::debug!(
                 "HTTP connection closed: no whole request head within {:?} ({HEADER_TIMEOUT_KEY})",
                 shared.limits.header_timeout
