@@ -28,10 +28,16 @@ fn with_env(vars: &[(&str, &str)]) -> Options {
     }
 }
 
-/// Raises this process's open-file limit to its hard limit: the tests hold thousands of sockets.
-fn raise_own_open_file_limit() {
+/// Raises this process's open-file limit to its hard limit, which must allow `needed` files.
+fn raise_own_open_file_limit(needed: u64) {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let limit = getrlimit(Resource::Nofile);
+    assert!(
+        limit.maximum.is_none_or(|hard| hard >= needed),
+        "this test holds {needed} sockets, over the hard open-file limit {:?}: raise it \
+         (ulimit -Hn, or LimitNOFILE= for a systemd service running the tests)",
+        limit.maximum
+    );
     setrlimit(
         Resource::Nofile,
         Rlimit {
@@ -132,7 +138,8 @@ fn read_response(conn: &mut TcpStream) -> (String, Vec<u8>) {
 
 #[test]
 fn two_thousand_silent_connections_are_closed_by_the_header_timeout_and_block_nothing() {
-    raise_own_open_file_limit();
+    // 2,000 sockets here, and as many in the server, which inherits the same hard limit.
+    raise_own_open_file_limit(2500);
     let server = Server::start_with(with_env(&[
         ("OXCAST__HTTP__HEADER_TIMEOUT_SEC", "8"),
         ("OXCAST__HTTP__KEEP_ALIVE_TIMEOUT_SEC", "8"),
