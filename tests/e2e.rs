@@ -25,6 +25,8 @@ mod destination;
 mod durability;
 #[path = "e2e/hls.rs"]
 mod hls;
+#[path = "e2e/http_limits.rs"]
+mod http_limits;
 #[path = "e2e/ingest.rs"]
 mod ingest;
 #[path = "e2e/lifecycle.rs"]

@@ -312,7 +312,10 @@ fn a_key_holder_sending_huge_frames_at_timestamp_zero_is_bounded() {
         }
     }
     let growth = peak_growth(&server, before);
-    eprintln!("1 MiB frames at timestamp 0: peak memory rose by {} KiB", growth >> 10);
+    eprintln!(
+        "1 MiB frames at timestamp 0: peak memory rose by {} KiB",
+        growth >> 10
+    );
     publisher.finish();
     assert!(growth < 100 << 20, "peak memory rose by {} MiB", growth >> 20);
     // The flooded stream's playlist kept moving: a new segment at least every 5 s.

@@ -5,6 +5,7 @@ use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
+use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::AppState;
@@ -27,9 +28,30 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-impl Credentials {
+/// Checks `Authorization` headers against the configured pair, which it keeps as SHA-256 digests.
+///
+/// The pair given in a request is hashed too and the digests are compared in constant time:
+/// comparing the raw bytes would return early on a length mismatch (`ct_eq` on slices of
+/// different lengths does), telling a client how long the key and the secret are.
+pub(crate) struct Verifier {
+    key: [u8; 32],
+    secret: [u8; 32],
+}
+
+fn digest(part: &[u8]) -> [u8; 32] {
+    Sha256::digest(part).into()
+}
+
+impl Verifier {
+    pub(crate) fn new(credentials: &Credentials) -> Self {
+        Verifier {
+            key: digest(credentials.key.as_bytes()),
+            secret: digest(credentials.secret.as_bytes()),
+        }
+    }
+
     /// Checks an `Authorization` header value.
-    pub fn check(&self, authorization: Option<&[u8]>) -> Result<(), ApiError> {
+    pub(crate) fn check(&self, authorization: Option<&[u8]>) -> Result<(), ApiError> {
         let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m);
         let Some(value) = authorization else {
             return Err(unauthorized(
@@ -50,7 +72,7 @@ impl Credentials {
         let (key, secret) = decoded.split_at(colon);
         let secret = secret.get(1..).unwrap_or_default();
         // Both compared in full, so timing reveals neither which part nor how much was right.
-        let ok = key.ct_eq(self.key.as_bytes()) & secret.ct_eq(self.secret.as_bytes());
+        let ok = digest(key).ct_eq(&self.key) & digest(secret).ct_eq(&self.secret);
         if bool::from(ok) {
             Ok(())
         } else {
@@ -62,7 +84,7 @@ impl Credentials {
 /// Middleware: admin routes answer 401 unless the request carries the credentials.
 pub(crate) async fn require_credentials(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let authorization = req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes());
-    match state.config.credentials.check(authorization) {
+    match state.verifier.check(authorization) {
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
     }
@@ -78,10 +100,10 @@ mod tests {
 
     #[test]
     fn accepts_only_the_exact_pair() {
-        let c = Credentials {
+        let c = Verifier::new(&Credentials {
             key: "123".into(),
             secret: "s:cr3t".into(),
-        };
+        });
         assert!(c.check(Some(&basic("123:s:cr3t"))).is_ok());
         assert!(
             c.check(Some(b"basic MTIzOnM6Y3IzdA==")).is_ok(),

@@ -1,5 +1,5 @@
 //! Media delivery to players, without credentials: HLS playlists and segments (the listed ones from
-//! memory, the just-retired ones from their files), and recorded MP4 assets.
+//! memory, the just-retired ones streamed from their files), and recorded MP4 assets.
 //!
 //! `GET`/`HEAD /{cloud}/video/live/live_stream_<id>_hls.m3u8` and
 //! `…/live_stream_<id>_hls/<sequence>.ts`. Any origin may read them (CORS `*`), segments honour
@@ -115,20 +115,21 @@ async fn segment(
         return not_found("segment");
     };
     const GONE: &str = "segment (expired or not yet written)";
-    let data = match d.hls.segment(&id, sequence) {
-        Some(SegmentBody::Memory(data)) => data,
-        // A file can expire between the lookup and the read: that is a 404 too.
-        Some(SegmentBody::File(path)) => match tokio::fs::read(&path).await {
-            Ok(data) => Bytes::from(data),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return not_found(GONE),
+    let range = request.get(header::RANGE);
+    match d.hls.segment(&id, sequence) {
+        Some(SegmentBody::Memory(data)) => ranged(data, SEGMENT_TYPE, SEGMENT_CACHE, range),
+        // Streamed from the file, never read whole per request. A file can expire between the
+        // lookup and the open: that is a 404 too (once open, it reads to the end even if deleted).
+        Some(SegmentBody::File(path)) => match tokio::fs::File::open(&path).await {
+            Ok(file) => serve_file(file, SEGMENT_TYPE, SEGMENT_CACHE, range).await,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => not_found(GONE),
             Err(e) => {
-                tracing::error!(path = %path.display(), "cannot read an HLS segment: {e}");
-                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+                tracing::error!(path = %path.display(), "cannot open an HLS segment: {e}");
+                StatusCode::INTERNAL_SERVER_ERROR.into_response()
             }
         },
-        None => return not_found(GONE),
-    };
-    ranged(data, SEGMENT_TYPE, SEGMENT_CACHE, request.get(header::RANGE))
+        None => not_found(GONE),
+    }
 }
 
 /// `v{version}/{public_id}.mp4` or `{public_id}.mp4`.

@@ -15,9 +15,13 @@ pub(crate) fn routes(state: AppState) -> Router {
 async fn healthz(State(state): State<AppState>) -> Result<Data, ApiError> {
     match state.registry.store().check().await {
         Ok(()) => Data::new(&serde_json::json!({"status": "ok"})),
-        Err(e) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("storage unavailable: {e}"),
-        )),
+        // Anyone may ask: the store's own words (paths, SQLite's messages) go to the log only.
+        Err(e) => {
+            tracing::error!("health check: the store does not answer: {e}");
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage unavailable",
+            ))
+        }
     }
 }

@@ -5,7 +5,9 @@
 //! authenticated with HTTP Basic ([`auth`]); JSON bodies are read and checked field by field so
 //! that a 400 names the field ([`requests`]). The crate holds no state of its own: it calls
 //! `oxcast_core::Registry` for everything. Players read media without credentials ([`delivery`]):
-//! HLS from the output crates through `oxcast_core::HlsSource`.
+//! HLS from the output crates through `oxcast_core::HlsSource`. [`serve`] runs the application on
+//! a listener with the limits that keep idle or stalled clients from holding connections
+//! ([`HttpLimits`]).
 
 mod admin;
 pub mod auth;
@@ -13,6 +15,7 @@ mod delivery;
 pub mod envelope;
 mod health;
 mod requests;
+mod serve;
 mod views;
 
 use std::sync::Arc;
@@ -21,6 +24,7 @@ use axum::Router;
 use oxcast_core::{HlsSource, Registry, RelayStatusSource};
 
 pub use auth::Credentials;
+pub use serve::{HttpLimits, serve};
 
 /// What the API needs to know about the server it belongs to.
 #[derive(Clone, Debug)]
@@ -39,6 +43,7 @@ pub struct ApiConfig {
 struct AppState {
     registry: Arc<Registry>,
     config: Arc<ApiConfig>,
+    verifier: Arc<auth::Verifier>,
     relays: Arc<dyn RelayStatusSource>,
 }
 
@@ -65,6 +70,7 @@ pub fn router(
     };
     let state = AppState {
         registry,
+        verifier: Arc::new(auth::Verifier::new(&config.credentials)),
         config: Arc::new(config),
         relays,
     };

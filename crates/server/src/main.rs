@@ -2,6 +2,7 @@
 //! HTTP API, prints how to connect, and shuts down gracefully on SIGINT/SIGTERM.
 
 mod credentials;
+mod open_files;
 mod outputs;
 mod settings;
 
@@ -51,6 +52,10 @@ fn main() -> ExitCode {
     };
     init_logging(&settings.log_filter);
     fix_mmap_threshold();
+    open_files::raise_limit(
+        settings.http_limits.max_connections,
+        settings.rtmp_max_connections,
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -164,10 +169,14 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         },
         shutdown.clone(),
     ));
-    let server = axum::serve(http, oxcast_api::router(Arc::clone(&registry), api, hls, relays))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let server = oxcast_api::serve(
+        http,
+        oxcast_api::router(Arc::clone(&registry), api, hls, relays),
+        settings.http_limits.clone(),
+        shutdown.clone(),
+    );
     tokio::select! {
-        served = server => served.context("HTTP server failed")?,
+        () = server => {}
         () = async { shutdown.cancelled().await; tokio::time::sleep(DRAIN_TIMEOUT).await } => {
             tracing::warn!("requests still running {DRAIN_TIMEOUT:?} after the shutdown signal; closing them");
         }

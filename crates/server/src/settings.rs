@@ -26,6 +26,7 @@ pub(crate) struct Settings {
     pub(crate) rtmp_partial_messages_budget: usize,
     pub(crate) hls: oxcast_hls::HlsConfig,
     pub(crate) http_listen: SocketAddr,
+    pub(crate) http_limits: oxcast_api::HttpLimits,
     pub(crate) public_rtmp_url: String,
     pub(crate) public_http_url: String,
     pub(crate) cloud_name: String,
@@ -64,7 +65,7 @@ impl SettingsError {
 #[derive(Deserialize)]
 struct Raw {
     rtmp: RawRtmp,
-    http: RawListen,
+    http: RawHttp,
     hls: RawHls,
     archive: RawArchive,
     simulcast: RawSimulcast,
@@ -120,8 +121,13 @@ struct RawLimits {
 }
 
 #[derive(Deserialize)]
-struct RawListen {
+struct RawHttp {
     listen: String,
+    header_timeout_sec: u64,
+    keep_alive_timeout_sec: u64,
+    write_timeout_sec: u64,
+    max_connections: u64,
+    max_connections_per_ip: u64,
 }
 
 #[derive(Deserialize)]
@@ -252,6 +258,7 @@ impl Settings {
                 n => usize::try_from(n).unwrap_or(usize::MAX),
             },
             http_listen: listen_addr("http.listen", &raw.http.listen)?,
+            http_limits: http_limits(&raw.http)?,
             hls: oxcast_hls::HlsConfig {
                 segment_duration: match raw.hls.segment_duration_sec {
                     n @ 1..=30 => Duration::from_secs(n),
@@ -341,6 +348,25 @@ impl Settings {
 /// recorder could hold more than a machine has to spare.
 const MIN_FRAGMENT_BYTES: u64 = 64 << 10;
 const MAX_FRAGMENT_BYTES: u64 = 1 << 30;
+
+fn http_limits(raw: &RawHttp) -> Result<oxcast_api::HttpLimits, SettingsError> {
+    let header_timeout = seconds("http.header_timeout_sec", raw.header_timeout_sec)?;
+    let keep_alive_timeout = seconds("http.keep_alive_timeout_sec", raw.keep_alive_timeout_sec)?;
+    if keep_alive_timeout > header_timeout {
+        return Err(SettingsError(format!(
+            "http.keep_alive_timeout_sec {}: use at most http.header_timeout_sec ({}), which also \
+             bounds the wait for a kept-alive connection's next request",
+            raw.keep_alive_timeout_sec, raw.header_timeout_sec
+        )));
+    }
+    Ok(oxcast_api::HttpLimits {
+        header_timeout,
+        keep_alive_timeout,
+        write_timeout: seconds("http.write_timeout_sec", raw.write_timeout_sec)?,
+        max_connections: count("http.max_connections", raw.max_connections, 1)?,
+        max_connections_per_ip: count("http.max_connections_per_ip", raw.max_connections_per_ip, 1)?,
+    })
+}
 
 /// A timeout of 1 second to 1 hour.
 fn seconds(key: &str, value: u64) -> Result<Duration, SettingsError> {
@@ -498,6 +524,34 @@ mod tests {
         assert_eq!(s.cloud_name, "local");
         assert_eq!(s.credentials, None);
         assert_eq!(s.storage_dir, PathBuf::from("./data"));
+        let http = &s.http_limits;
+        assert_eq!(http.header_timeout, Duration::from_secs(10));
+        assert_eq!(http.keep_alive_timeout, Duration::from_secs(5));
+        assert_eq!(http.write_timeout, Duration::from_secs(30));
+        assert_eq!(http.max_connections, 10_000);
+        assert_eq!(http.max_connections_per_ip, 1000);
+    }
+
+    #[test]
+    fn http_limits_from_the_environment() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("OXCAST__HTTP__HEADER_TIMEOUT_SEC", "60"),
+                ("OXCAST__HTTP__KEEP_ALIVE_TIMEOUT_SEC", "60"),
+                ("OXCAST__HTTP__WRITE_TIMEOUT_SEC", "2"),
+                ("OXCAST__HTTP__MAX_CONNECTIONS", "3"),
+                ("OXCAST__HTTP__MAX_CONNECTIONS_PER_IP", "7"),
+            ]),
+        )
+        .unwrap();
+        let http = &s.http_limits;
+        assert_eq!(http.header_timeout, Duration::from_secs(60));
+        assert_eq!(http.keep_alive_timeout, Duration::from_secs(60));
+        assert_eq!(http.write_timeout, Duration::from_secs(2));
+        assert_eq!(http.max_connections, 3);
+        // Above max_connections is allowed: then only the overall cap counts.
+        assert_eq!(http.max_connections_per_ip, 7);
     }
 
     #[test]
@@ -525,7 +579,7 @@ mod tests {
     #[test]
     fn errors_name_the_key() {
         type Case<'a> = (Option<&'a str>, &'a [(&'a str, &'a str)], &'a str);
-        let cases: [Case<'_>; 15] = [
+        let cases: [Case<'_>; 21] = [
             (
                 None,
                 &[("OXCAST__RTMP__LISTEN", "nope")],
@@ -576,6 +630,36 @@ mod tests {
                 None,
                 &[("OXCAST__LIMITS__MAX_OUTPUTS_PER_STREAM", "1")],
                 "limits.max_outputs_per_stream 1: use at least 2",
+            ),
+            (
+                None,
+                &[("OXCAST__HTTP__HEADER_TIMEOUT_SEC", "0")],
+                "http.header_timeout_sec 0: use 1 to 3600 seconds",
+            ),
+            (
+                None,
+                &[("OXCAST__HTTP__KEEP_ALIVE_TIMEOUT_SEC", "11")],
+                "http.keep_alive_timeout_sec 11: use at most http.header_timeout_sec (10)",
+            ),
+            (
+                None,
+                &[("OXCAST__HTTP__WRITE_TIMEOUT_SEC", "3601")],
+                "http.write_timeout_sec 3601",
+            ),
+            (
+                None,
+                &[("OXCAST__HTTP__MAX_CONNECTIONS", "0")],
+                "http.max_connections 0: use at least 1",
+            ),
+            (
+                None,
+                &[("OXCAST__HTTP__MAX_CONNECTIONS_PER_IP", "0")],
+                "http.max_connections_per_ip 0: use at least 1",
+            ),
+            (
+                None,
+                &[("OXCAST__HTTP__MAX_CONNECTIONS", "many")],
+                "http.max_connections",
             ),
         ];
         for (contents, vars, wanted) in cases {
