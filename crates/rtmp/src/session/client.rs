@@ -27,8 +27,8 @@ pub struct ClientConfig {
 
 impl ClientConfig {
     /// What a publishing client accepts from the server: nginx-rtmp's largest answer (the `connect`
-    /// `_result`) is under 300 bytes, so 256 KiB leaves room for any server's without letting a
-    /// hostile destination make a relay hold megabytes.
+    /// `_result`) is 190 bytes, so 256 KiB leaves room for any server's without letting a hostile
+    /// destination make a relay hold megabytes.
     pub const DEFAULT_LIMITS: Limits = Limits {
         max_message_size: 256 << 10,
         max_chunk_streams: 16,

@@ -35,10 +35,11 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
-    /// The default [`ServerConfig::pre_publish`]. An encoder's largest message before media is its
-    /// `connect` (ffmpeg's is about 200 bytes, OBS's about 300) and it uses three or four chunk
-    /// streams: 64 KiB messages, 16 chunk streams and 128 KiB in progress leave room for any of them
-    /// while a stranger's connection costs at most a few hundred KiB.
+    /// The default [`ServerConfig::pre_publish`]. An encoder's largest message before its publish is
+    /// accepted is its `connect` (91 to 223 bytes in the captures of ffmpeg, GStreamer, librtmp and
+    /// node-media-server) and it uses three or four chunk streams: 64 KiB messages, 16 chunk streams
+    /// and 128 KiB in progress leave room for any of them while a stranger's connection costs at
+    /// most a few hundred KiB.
     pub const DEFAULT_PRE_PUBLISH: Limits = Limits {
         max_message_size: 64 << 10,
         max_chunk_streams: 16,
