@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use oxcast_rtmp::{ChunkWriter, ClientConfig, ClientSession, Outbound};
+use oxcast_rtmp::{ClientConfig, ClientSession};
 
 /// A TCP connection to the server's RTMP port from `source` (any port).
 pub fn connect_from(source: IpAddr, port: u16) -> std::io::Result<TcpStream> {
@@ -42,18 +42,7 @@ pub fn message(
     payload: &[u8],
     chunk_size: u32,
 ) -> Vec<u8> {
-    let mut writer = ChunkWriter::new();
-    writer.set_chunk_size(chunk_size);
-    let mut out = Outbound::new();
-    writer.write(
-        csid,
-        timestamp,
-        type_id,
-        stream_id,
-        &Bytes::copy_from_slice(payload),
-        &mut out,
-    );
-    out.take_all()
+    oxcast_rtmp::chunk::single_message(chunk_size, csid, timestamp, type_id, stream_id, payload)
 }
 
 /// A publishing connection.

@@ -10,7 +10,6 @@
 //! connection that sends nothing stays open forever there.
 
 mod caps;
-mod throttle;
 mod watched;
 
 use std::convert::Infallible;
@@ -23,6 +22,7 @@ use axum::body::Body;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use oxcast_core::ReportThrottle;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -30,7 +30,6 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 
 use self::caps::{Caps, Refusal, Slot};
-use self::throttle::Throttle;
 use self::watched::{Activity, Tracked, Watched};
 
 /// The limits that protect the HTTP server from clients that hold connections without using them.
@@ -61,6 +60,9 @@ const WRITE_TIMEOUT_KEY: &str = "http.write_timeout_sec";
 /// What a refused client is told to wait before trying again, in seconds.
 const RETRY_AFTER_SEC: u32 = 5;
 
+/// Refusals and dropped responses are logged at most once per reason in this time.
+const REPORT_EVERY: Duration = Duration::from_secs(5);
+
 /// A failed accept (out of file descriptors, usually) is retried after this pause rather than at
 /// once, which would spin.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
@@ -71,10 +73,10 @@ struct Shared {
     limits: HttpLimits,
     builder: auto::Builder<TokioExecutor>,
     caps: Arc<Caps>,
-    refused_full: Throttle,
-    refused_peer: Throttle,
-    accept_failed: Throttle,
-    write_timed_out: Throttle,
+    refused_full: ReportThrottle,
+    refused_peer: ReportThrottle,
+    accept_failed: ReportThrottle,
+    write_timed_out: ReportThrottle,
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled; then stops accepting, lets each
@@ -94,10 +96,10 @@ pub async fn serve(listener: TcpListener, router: Router, limits: HttpLimits, sh
         builder,
         caps: Arc::new(Caps::new(limits.max_connections, limits.max_connections_per_ip)),
         limits,
-        refused_full: Throttle::new(),
-        refused_peer: Throttle::new(),
-        accept_failed: Throttle::new(),
-        write_timed_out: Throttle::new(),
+        refused_full: ReportThrottle::new(REPORT_EVERY),
+        refused_peer: ReportThrottle::new(REPORT_EVERY),
+        accept_failed: ReportThrottle::new(REPORT_EVERY),
+        write_timed_out: ReportThrottle::new(REPORT_EVERY),
     });
     let tracker = TaskTracker::new();
     loop {

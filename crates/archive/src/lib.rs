@@ -57,6 +57,21 @@ pub struct ArchiveConfig {
     pub max_fragment_wait: Duration,
 }
 
+impl ArchiveConfig {
+    /// Recordings under `<storage_dir>/archive` (where the store's paths say they are), with the
+    /// defaults of `config/default.toml`.
+    pub fn in_storage(storage_dir: &Path) -> Self {
+        Self {
+            dir: storage_dir.join(ARCHIVE_DIR),
+            storage_dir: storage_dir.to_owned(),
+            min_free_bytes: 1 << 30,
+            min_recording_interval: Duration::from_secs(60),
+            max_fragment_bytes: 8 << 20,
+            max_fragment_wait: Duration::from_secs(2),
+        }
+    }
+}
+
 /// Every stream's recorder.
 pub struct Archives {
     config: Arc<ArchiveConfig>,
@@ -119,6 +134,8 @@ impl Archives {
     }
 }
 
+/// Recordings' directory in the storage directory (the store's paths start with it).
+const ARCHIVE_DIR: &str = "archive";
 const RECORDING_DIR: &str = "recording";
 const PART_SUFFIX: &str = ".mp4.part";
 const PUBLIC_ID_SUFFIX: &str = ".public_id";
@@ -251,7 +268,7 @@ impl Unfinished {
             name.push_str(&format!("-{sequence}"));
         }
         name.push_str(".mp4");
-        PathBuf::from("archive").join(&self.public_id).join(name)
+        PathBuf::from(ARCHIVE_DIR).join(&self.public_id).join(name)
     }
 }
 
@@ -434,12 +451,8 @@ mod tests {
             let tmp = tempfile::tempdir().unwrap();
             let storage = tmp.path().join("data");
             let mut config = ArchiveConfig {
-                dir: storage.join("archive"),
-                storage_dir: storage.clone(),
                 min_free_bytes: 0,
-                min_recording_interval: Duration::from_secs(60),
-                max_fragment_bytes: 8 << 20,
-                max_fragment_wait: Duration::from_secs(2),
+                ..ArchiveConfig::in_storage(&storage)
             };
             adjust(&mut config);
             let store = Store::open(&storage).unwrap();

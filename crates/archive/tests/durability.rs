@@ -35,12 +35,8 @@ async fn a_stream_is_recorded_and_listed() {
     let storage = std::env::var_os(STORAGE_VAR).map_or_else(|| tmp.path().join("data"), PathBuf::from);
     let store = Store::open(&storage).unwrap();
     let config = ArchiveConfig {
-        dir: storage.join("archive"),
-        storage_dir: storage.clone(),
         min_free_bytes: 0,
-        min_recording_interval: Duration::from_secs(60),
-        max_fragment_bytes: 8 << 20,
-        max_fragment_wait: Duration::from_secs(2),
+        ..ArchiveConfig::in_storage(&storage)
     };
     let archives = Archives::new(config, store.clone()).unwrap();
     let stream_id = StreamId::generate();

@@ -13,6 +13,7 @@ pub mod clock;
 pub mod delivery;
 pub mod ids;
 pub mod model;
+pub mod peer;
 pub mod registry;
 pub mod relay;
 pub mod rules;
@@ -25,6 +26,7 @@ pub use model::{
     Archive, IdleReason, LiveStream, NewOutput, NewStream, Output, OutputKind, OutputPatch, SimulcastTarget,
     Status, StreamPatch,
 };
+pub use peer::{PeerAddress, ReportThrottle};
 pub use registry::{OutputRunner, PublishRefused, Publisher, Registry, RegistryError, RegistryLimits};
 pub use relay::{RelayState, RelayStatus, RelayStatusSource};
 pub use store::{Store, StoreError};

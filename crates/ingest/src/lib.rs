@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use oxcast_core::{PublishRefused, Publisher, Registry};
+use oxcast_core::{PublishRefused, Publisher, Registry, ReportThrottle};
 use oxcast_media::{Demuxer, MediaEvent, TimestampGuard};
 use oxcast_rtmp::{PublishRejection, ServerConfig, ServerEvent, ServerSession, SessionError, SharedBudget};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -63,6 +63,8 @@ pub async fn serve(
     let permits = Arc::new(Semaphore::new(config.max_connections));
     let pending = pending::PendingPeers::new(config.max_pending_per_ip);
     let budget = SharedBudget::new(config.partial_messages_budget);
+    // Refusals under a flood: a log line every few seconds, not one per connection.
+    let full = ReportThrottle::new(Duration::from_secs(10));
     let tracker = TaskTracker::new();
     loop {
         let accepted = tokio::select! {
@@ -79,7 +81,10 @@ pub async fn serve(
             }
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, max = config.max_connections, "RTMP connection refused: too many connections");
+            if let Some(more) = full.report() {
+                tracing::warn!(%peer, max = config.max_connections, more,
+                    "RTMP connection refused: too many connections (rtmp.max_connections)");
+            }
             continue;
         };
         let Some(slot) = pending.admit(peer.ip()) else {

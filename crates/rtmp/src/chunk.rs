@@ -37,3 +37,27 @@ pub struct RawMessage {
     pub stream_id: u32,
     pub payload: Bytes,
 }
+
+/// One message as a fresh connection's writer sends it in chunks of `chunk_size`: a type-0 header,
+/// then type-3 continuations. For tools and tests that speak raw RTMP.
+pub fn single_message(
+    chunk_size: u32,
+    csid: u32,
+    timestamp: u32,
+    type_id: u8,
+    stream_id: u32,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut writer = ChunkWriter::new();
+    writer.set_chunk_size(chunk_size);
+    let mut out = Outbound::new();
+    writer.write(
+        csid,
+        timestamp,
+        type_id,
+        stream_id,
+        &Bytes::copy_from_slice(payload),
+        &mut out,
+    );
+    out.take_all()
+}

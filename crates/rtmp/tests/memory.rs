@@ -10,7 +10,7 @@ use std::cell::Cell;
 
 use bytes::Bytes;
 use oxcast_rtmp::amf0::{self, Amf0Error, Value};
-use oxcast_rtmp::chunk::{ChunkError, ChunkWriter, Outbound};
+use oxcast_rtmp::chunk::ChunkError;
 use oxcast_rtmp::{ClientConfig, ClientSession, ServerConfig, ServerEvent, ServerSession, SessionError};
 
 struct Counting;
@@ -138,18 +138,7 @@ fn handshake() -> Vec<u8> {
 
 /// One message cut into chunks of `chunk_size` (128 is the one every peer starts with).
 fn chunked(chunk_size: u32, csid: u32, type_id: u8, stream_id: u32, payload: &[u8]) -> Vec<u8> {
-    let mut out = Outbound::new();
-    let mut writer = ChunkWriter::new();
-    writer.set_chunk_size(chunk_size);
-    writer.write(
-        csid,
-        0,
-        type_id,
-        stream_id,
-        &Bytes::copy_from_slice(payload),
-        &mut out,
-    );
-    out.take_all()
+    oxcast_rtmp::chunk::single_message(chunk_size, csid, 0, type_id, stream_id, payload)
 }
 
 /// Feeds `input` in pieces until the first error, returning it.

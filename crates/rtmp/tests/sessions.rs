@@ -513,18 +513,7 @@ fn simple_handshake() -> Vec<u8> {
 
 /// One message cut into chunks of `chunk_size` (128 is the one every peer starts with).
 fn chunked(chunk_size: u32, csid: u32, type_id: u8, stream_id: u32, payload: &[u8]) -> Vec<u8> {
-    let mut out = oxcast_rtmp::Outbound::new();
-    let mut writer = oxcast_rtmp::ChunkWriter::new();
-    writer.set_chunk_size(chunk_size);
-    writer.write(
-        csid,
-        0,
-        type_id,
-        stream_id,
-        &Bytes::copy_from_slice(payload),
-        &mut out,
-    );
-    out.take_all()
+    oxcast_rtmp::chunk::single_message(chunk_size, csid, 0, type_id, stream_id, payload)
 }
 
 /// Feeds `input` in `piece`-byte pieces until an error; returns it and the bytes fed until then.

@@ -113,12 +113,11 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let archives = Arc::new(
         Archives::new(
             ArchiveConfig {
-                dir: settings.storage_dir.join("archive"),
-                storage_dir: settings.storage_dir.clone(),
                 min_free_bytes: settings.archive_min_free_bytes,
                 min_recording_interval: settings.archive_min_recording_interval,
                 max_fragment_bytes: settings.archive_max_fragment_bytes,
                 max_fragment_wait: settings.archive_max_fragment_wait,
+                ..ArchiveConfig::in_storage(&settings.storage_dir)
             },
             store.clone(),
         )

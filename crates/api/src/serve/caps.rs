@@ -2,32 +2,16 @@
 //! the smallest network a subscriber is given), and the canned 503 a refused client gets.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use oxcast_core::PeerAddress;
 
 use super::RETRY_AFTER_SEC;
 
 /// The settings behind the caps, named in the 503 and in the log.
 const MAX_CONNECTIONS_KEY: &str = "http.max_connections";
 const MAX_CONNECTIONS_PER_IP_KEY: &str = "http.max_connections_per_ip";
-
-/// Where a connection comes from, as far as the per-address cap counts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum Peer {
-    V4(Ipv4Addr),
-    /// The first 64 bits of the address.
-    V6Net(u64),
-}
-
-impl Peer {
-    pub(crate) fn of(ip: IpAddr) -> Peer {
-        // A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d.
-        match ip.to_canonical() {
-            IpAddr::V4(v4) => Peer::V4(v4),
-            IpAddr::V6(v6) => Peer::V6Net(u64::try_from(v6.to_bits() >> 64).unwrap_or(u64::MAX)),
-        }
-    }
-}
 
 /// Why a connection was refused.
 #[derive(Debug, PartialEq, Eq)]
@@ -80,7 +64,7 @@ pub(crate) struct Caps {
 #[derive(Default)]
 struct Open {
     total: usize,
-    by_peer: HashMap<Peer, usize>,
+    by_peer: HashMap<PeerAddress, usize>,
 }
 
 impl Caps {
@@ -99,7 +83,7 @@ impl Caps {
 
     /// A slot for a connection from `ip`, held until the connection closes; or why not.
     pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Refusal> {
-        let peer = Peer::of(ip);
+        let peer = PeerAddress::of(ip);
         let mut open = self.open();
         if open.total >= self.max {
             return Err(Refusal::Full);
@@ -126,7 +110,7 @@ impl Caps {
 /// An open connection's place under the caps, given back when it is dropped.
 pub(crate) struct Slot {
     caps: Arc<Caps>,
-    peer: Peer,
+    peer: PeerAddress,
 }
 
 impl Drop for Slot {

@@ -2,7 +2,7 @@
 //! to a second or so; nothing here asserts how long anything took, only what the client sees
 //! (a deadline only keeps a broken test from hanging).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -14,8 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use super::caps::{Caps, Peer, Refusal};
-use super::throttle::Throttle;
+use super::caps::{Caps, Refusal};
 use super::watched::{Activity, Discard, Watched};
 use super::{HttpLimits, serve};
 
@@ -115,20 +114,6 @@ async fn read_until_closed(conn: &mut TcpStream) -> Vec<u8> {
 }
 
 #[test]
-fn peers_are_counted_per_ipv4_address_and_per_ipv6_64() {
-    let v6 = |s: &str| Peer::of(IpAddr::V6(s.parse::<Ipv6Addr>().unwrap()));
-    assert_eq!(v6("2001:db8:1:2:aaaa::1"), v6("2001:db8:1:2:ffff::9"));
-    assert_ne!(v6("2001:db8:1:2::1"), v6("2001:db8:1:3::1"));
-    let v4 = Peer::of(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)));
-    assert_eq!(
-        v6("::ffff:192.0.2.7"),
-        v4,
-        "an IPv4 client of a dual-stack listener"
-    );
-    assert_ne!(Peer::of(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 8))), v4);
-}
-
-#[test]
 fn caps_refuse_over_either_limit_and_free_slots_on_close() {
     let caps = Arc::new(Caps::new(3, 2));
     let a = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
@@ -158,17 +143,6 @@ fn caps_refuse_over_either_limit_and_free_slots_on_close() {
     assert_eq!(body.lines().count(), 1, "{body}");
     let full = String::from_utf8(Refusal::Full.response(&caps)).unwrap();
     assert!(full.contains("(http.max_connections = 3)"), "{full}");
-}
-
-#[tokio::test(start_paused = true)]
-async fn the_log_throttle_reports_once_per_period_and_counts_the_rest() {
-    let throttle = Throttle::new();
-    assert_eq!(throttle.report(), Some(0));
-    assert_eq!(throttle.report(), None);
-    assert_eq!(throttle.report(), None);
-    tokio::time::advance(Duration::from_secs(6)).await;
-    assert_eq!(throttle.report(), Some(2));
-    assert_eq!(throttle.report(), None);
 }
 
 /// A socket that records whether its unsent bytes were to be discarded.
