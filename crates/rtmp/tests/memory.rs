@@ -5,10 +5,13 @@
 // A global allocator is unsafe to implement; this one only counts and forwards to the system's.
 #![allow(unsafe_code)]
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use bytes::Bytes;
+use common::{chunked, simple_handshake};
 use oxcast_rtmp::amf0::{self, Amf0Error, Value};
 use oxcast_rtmp::chunk::ChunkError;
 use oxcast_rtmp::{ClientConfig, ClientSession, ServerConfig, ServerEvent, ServerSession, SessionError};
@@ -129,18 +132,6 @@ fn a_count_is_never_reserved_up_front() {
     assert!(peak <= 1024, "{peak} bytes");
 }
 
-/// C0+C1+C2 of the simple scheme: version 3, then zeros (a server does not check C2).
-fn handshake() -> Vec<u8> {
-    let mut bytes = vec![0u8; 1 + 2 * 1536];
-    bytes[0] = 3;
-    bytes
-}
-
-/// One message cut into chunks of `chunk_size` (128 is the one every peer starts with).
-fn chunked(chunk_size: u32, csid: u32, type_id: u8, stream_id: u32, payload: &[u8]) -> Vec<u8> {
-    oxcast_rtmp::chunk::single_message(chunk_size, csid, 0, type_id, stream_id, payload)
-}
-
 /// Feeds `input` in pieces until the first error, returning it.
 fn feed_until_error(server: &mut ServerSession, input: &[u8], piece: usize) -> Option<SessionError> {
     input
@@ -150,7 +141,7 @@ fn feed_until_error(server: &mut ServerSession, input: &[u8], piece: usize) -> O
 
 #[test]
 fn a_16_mib_data_message_right_after_the_handshake_costs_a_few_kib() {
-    let mut input = handshake();
+    let mut input = simple_handshake();
     input.extend(chunked(128, 3, 18, 0, &null_bomb((16 << 20) - 6)));
     let mut server = ServerSession::new(ServerConfig::default());
     let (error, peak) = peak_heap(|| feed_until_error(&mut server, &input, 64 << 10));

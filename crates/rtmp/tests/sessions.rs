@@ -2,9 +2,12 @@
 //! nginx-rtmp, and against hostile input.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod common;
+
 use std::path::PathBuf;
 
 use bytes::Bytes;
+use common::{chunked, simple_handshake};
 use oxcast_rtmp::amf0::Value;
 use oxcast_rtmp::handshake::Scheme;
 use oxcast_rtmp::{
@@ -502,18 +505,6 @@ fn accepting_advertises_enhanced_rtmp_and_begins_the_stream() {
             && c.args.first().and_then(|i| i.get("code")).and_then(Value::as_str) == Some("NetStream.Publish.Start"))
     });
     assert!(begin.is_some() && begin < start, "{answers:?}");
-}
-
-/// C0+C1+C2 of the simple scheme: version 3, then zeros (a server does not check C2).
-fn simple_handshake() -> Vec<u8> {
-    let mut bytes = vec![0u8; 1 + 2 * 1536];
-    bytes[0] = 3;
-    bytes
-}
-
-/// One message cut into chunks of `chunk_size` (128 is the one every peer starts with).
-fn chunked(chunk_size: u32, csid: u32, type_id: u8, stream_id: u32, payload: &[u8]) -> Vec<u8> {
-    oxcast_rtmp::chunk::single_message(chunk_size, csid, 0, type_id, stream_id, payload)
 }
 
 /// Feeds `input` in `piece`-byte pieces until an error; returns it and the bytes fed until then.
