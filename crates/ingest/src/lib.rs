@@ -65,6 +65,7 @@ pub async fn serve(
     let budget = SharedBudget::new(config.partial_messages_budget);
     // Refusals under a flood: a log line every few seconds, not one per connection.
     let full = ReportThrottle::new(Duration::from_secs(10));
+    let accept_failed = ReportThrottle::new(Duration::from_secs(10));
     let tracker = TaskTracker::new();
     loop {
         let accepted = tokio::select! {
@@ -75,7 +76,9 @@ pub async fn serve(
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors and the like: pause rather than spin.
-                tracing::warn!("RTMP accept failed: {e}");
+                if let Some(more) = accept_failed.report() {
+                    tracing::warn!(more, "RTMP accept failed: {e}");
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
