@@ -352,9 +352,15 @@ impl Subscriber {
     /// The next event of the ring, waiting for one.
     async fn receive(&mut self) -> Read {
         loop {
+            // Events often come in bursts (one socket read holds several): take what is there
+            // before registering to be woken.
+            match self.bus.lock().ring.read(&mut self.position) {
+                Read::Nothing => {}
+                read => return read,
+            }
             let sent = self.bus.sent.notified();
             tokio::pin!(sent);
-            // Registered before looking, so an event sent in between still wakes us.
+            // Registered before looking again, so an event sent in between still wakes us.
             sent.as_mut().enable();
             match self.bus.lock().ring.read(&mut self.position) {
                 Read::Nothing => {}
