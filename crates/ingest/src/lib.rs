@@ -301,8 +301,9 @@ impl Connection {
                     self.accepted + self.config.handshake_timeout,
                     Close::HandshakeTimeout,
                 )
-            } else if self.publisher.is_none() && publish_due < self.progress + self.config.no_media_timeout {
-                // Commands keep a connection alive only until its publish deadline.
+            } else if self.pending.is_some() && publish_due < self.progress + self.config.no_media_timeout {
+                // Until its first publish, commands keep a connection alive only until its publish
+                // deadline. (One that published, with a key, may unpublish and publish again.)
                 (publish_due, Close::PublishTimeout)
             } else {
                 (self.progress + self.config.no_media_timeout, Close::NoMedia)
