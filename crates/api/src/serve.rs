@@ -22,14 +22,13 @@ use axum::body::Body;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use oxcast_core::ReportThrottle;
+use oxcast_core::{Acceptor, CapExceeded, ConnectionCaps, ConnectionSlot, ReportThrottle};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 
-use self::caps::{Caps, Refusal, Slot};
 use self::watched::{Activity, Tracked, Watched};
 
 /// The limits that protect the HTTP server from clients that hold connections without using them.
@@ -63,19 +62,14 @@ const RETRY_AFTER_SEC: u32 = 5;
 /// Refusals and dropped responses are logged at most once per reason in this time.
 const REPORT_EVERY: Duration = Duration::from_secs(5);
 
-/// A failed accept (out of file descriptors, usually) is retried after this pause rather than at
-/// once, which would spin.
-const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-
 /// What one server shares with its connection tasks.
 struct Shared {
     router: Router,
     limits: HttpLimits,
     builder: auto::Builder<TokioExecutor>,
-    caps: Arc<Caps>,
+    caps: Arc<ConnectionCaps>,
     refused_full: ReportThrottle,
     refused_peer: ReportThrottle,
-    accept_failed: ReportThrottle,
     write_timed_out: ReportThrottle,
 }
 
@@ -94,58 +88,35 @@ pub async fn serve(listener: TcpListener, router: Router, limits: HttpLimits, sh
     let shared = Arc::new(Shared {
         router,
         builder,
-        caps: Arc::new(Caps::new(limits.max_connections, limits.max_connections_per_ip)),
+        caps: ConnectionCaps::new(limits.max_connections, limits.max_connections_per_ip),
         limits,
         refused_full: ReportThrottle::new(REPORT_EVERY),
         refused_peer: ReportThrottle::new(REPORT_EVERY),
-        accept_failed: ReportThrottle::new(REPORT_EVERY),
         write_timed_out: ReportThrottle::new(REPORT_EVERY),
     });
     let tracker = TaskTracker::new();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = shutdown.cancelled() => break,
-        };
-        let (socket, peer) = match accepted {
-            Ok(accepted) => accepted,
-            // The client gave up before the accept: nothing to do with the listener.
-            Err(e) if is_connection_error(&e) => continue,
-            Err(e) => {
-                if let Some(more) = shared.accept_failed.report() {
-                    tracing::error!("HTTP accept failed: {e} ({more} more failures since the last report)");
-                }
-                tokio::select! {
-                    () = tokio::time::sleep(ACCEPT_PAUSE) => continue,
-                    () = shutdown.cancelled() => break,
-                }
-            }
-        };
+    let acceptor = Acceptor::new(listener, "HTTP");
+    while let Some((socket, peer)) = acceptor.next(&shutdown).await {
         match shared.caps.admit(peer.ip()) {
             Ok(slot) => {
                 tracker.spawn(connection(socket, slot, Arc::clone(&shared), shutdown.clone()));
             }
-            Err(refusal) => refuse(&shared, socket, peer, &refusal),
+            Err(refusal) => refuse(&shared, socket, peer, refusal),
         }
     }
-    drop(listener);
+    drop(acceptor);
     tracker.close();
     tracker.wait().await;
-}
-
-fn is_connection_error(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
-    matches!(e.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset)
 }
 
 /// Answers a connection over a cap with a canned 503 and closes it, without waiting: the response
 /// goes out in one non-blocking write (a fresh socket's send buffer is empty), whatever part of
 /// the request already arrived is read and discarded (so that the close is a FIN after the 503,
 /// not a reset that could make the client's kernel discard it), and the socket is closed.
-fn refuse(shared: &Shared, socket: TcpStream, peer: SocketAddr, refusal: &Refusal) {
+fn refuse(shared: &Shared, socket: TcpStream, peer: SocketAddr, refusal: CapExceeded) {
     use std::io::{Read as _, Write as _};
     if let Ok(mut socket) = socket.into_std() {
-        let _ = socket.write(&refusal.response(shared.caps.as_ref()));
+        let _ = socket.write(&caps::response(refusal, &shared.caps));
         let mut scratch = [0u8; 2048];
         // Bounded: a client cannot keep the accept loop here by sending fast.
         for _ in 0..8 {
@@ -156,20 +127,25 @@ fn refuse(shared: &Shared, socket: TcpStream, peer: SocketAddr, refusal: &Refusa
         }
     }
     let throttle = match refusal {
-        Refusal::Full => &shared.refused_full,
-        Refusal::PeerFull => &shared.refused_peer,
+        CapExceeded::Total => &shared.refused_full,
+        CapExceeded::PerPeer => &shared.refused_peer,
     };
     if let Some(more) = throttle.report() {
         tracing::warn!(
             %peer,
             "HTTP connection refused with 503: {} ({more} more refused for this reason since the last report)",
-            refusal.reason(shared.caps.as_ref()),
+            caps::reason(refusal, &shared.caps),
         );
     }
 }
 
 /// Serves one connection until it closes, a limit closes it, or shutdown lets it finish.
-async fn connection(socket: TcpStream, slot: Slot, shared: Arc<Shared>, shutdown: CancellationToken) {
+async fn connection(
+    socket: TcpStream,
+    slot: ConnectionSlot,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
     let _slot = slot;
     // Responses are written whole by hyper; a small last piece must not wait for an ACK.
     let _ = socket.set_nodelay(true);

@@ -26,7 +26,7 @@ pub use model::{
     Archive, IdleReason, LiveStream, NewOutput, NewStream, Output, OutputKind, OutputPatch, SimulcastTarget,
     Status, StreamPatch,
 };
-pub use peer::{PeerAddress, ReportThrottle};
+pub use peer::{Acceptor, CapExceeded, ConnectionCaps, ConnectionSlot, PeerAddress, ReportThrottle};
 pub use registry::{OutputRunner, PublishRefused, Publisher, Registry, RegistryError, RegistryLimits};
 pub use relay::{RelayState, RelayStatus, RelayStatusSource};
 pub use store::{Store, StoreError};

@@ -1,11 +1,65 @@
 //! What the RTMP and HTTP listeners' limits share: who a client is as far as a per-address cap
-//! counts, and a throttle for the log lines that refusals would otherwise flood.
+//! counts, the caps on open connections, and a throttle for the log lines that refusals would
+//! otherwise flood.
 
-use std::net::{IpAddr, Ipv4Addr};
-use std::sync::{Mutex, PoisonError};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// After a failed accept, the listener waits this long: failing again at once would spin.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// Failed accepts are logged at most this often.
+const ACCEPT_FAILURES_EVERY: Duration = Duration::from_secs(10);
+
+/// A listener's accept loop, as both listeners run it: the next connection, or `None` once
+/// `shutdown` is cancelled. A client that gave up before the accept is skipped; any other failure
+/// (out of file descriptors, usually) is logged at most every ten seconds and retried after a
+/// pause.
+#[derive(Debug)]
+pub struct Acceptor {
+    listener: TcpListener,
+    /// What listens, for the log: "RTMP", "HTTP".
+    name: &'static str,
+    failures: ReportThrottle,
+}
+
+impl Acceptor {
+    pub fn new(listener: TcpListener, name: &'static str) -> Self {
+        Self {
+            listener,
+            name,
+            failures: ReportThrottle::new(ACCEPT_FAILURES_EVERY),
+        }
+    }
+
+    pub async fn next(&self, shutdown: &CancellationToken) -> Option<(TcpStream, SocketAddr)> {
+        use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+        loop {
+            let accepted = tokio::select! {
+                accepted = self.listener.accept() => accepted,
+                () = shutdown.cancelled() => return None,
+            };
+            match accepted {
+                Ok(accepted) => return Some(accepted),
+                Err(e) if matches!(e.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset) => {}
+                Err(e) => {
+                    if let Some(more) = self.failures.report() {
+                        tracing::error!(more, "{} accept failed: {e}", self.name);
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(ACCEPT_PAUSE) => {}
+                        () = shutdown.cancelled() => return None,
+                    }
+                }
+            }
+        }
+    }
+}
 
 /// Where a connection comes from, as per-address caps count it: an IPv4 address, or an IPv6 /64
 /// (the smallest network one subscriber is given: a host could otherwise use a fresh address for
@@ -23,6 +77,106 @@ impl PeerAddress {
         match ip.to_canonical() {
             IpAddr::V4(v4) => PeerAddress::V4(v4),
             IpAddr::V6(v6) => PeerAddress::V6Net(u64::try_from(v6.to_bits() >> 64).unwrap_or(u64::MAX)),
+        }
+    }
+}
+
+/// Which cap a connection would cross.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CapExceeded {
+    /// As many connections are open as [`ConnectionCaps`] allows in all.
+    Total,
+    /// As many are open from the client's [`PeerAddress`] as it allows from one.
+    PerPeer,
+}
+
+/// Counts open connections, in all and per [`PeerAddress`]; each is held by a
+/// [`ConnectionSlot`] until it is dropped.
+#[derive(Debug)]
+pub struct ConnectionCaps {
+    max_total: usize,
+    max_per_peer: usize,
+    open: Mutex<OpenConnections>,
+}
+
+#[derive(Debug, Default)]
+struct OpenConnections {
+    total: usize,
+    by_peer: HashMap<PeerAddress, usize>,
+}
+
+impl ConnectionCaps {
+    pub fn new(max_total: usize, max_per_peer: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max_total,
+            max_per_peer,
+            open: Mutex::default(),
+        })
+    }
+
+    pub fn max_total(&self) -> usize {
+        self.max_total
+    }
+
+    pub fn max_per_peer(&self) -> usize {
+        self.max_per_peer
+    }
+
+    fn open(&self) -> MutexGuard<'_, OpenConnections> {
+        // Every update is one increment or decrement: a poisoned lock still holds whole counts.
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A slot for a connection from `ip`, held until it is dropped; or the cap it would cross.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<ConnectionSlot, CapExceeded> {
+        let peer = PeerAddress::of(ip);
+        let mut open = self.open();
+        if open.total >= self.max_total {
+            return Err(CapExceeded::Total);
+        }
+        let from_peer = open.by_peer.entry(peer).or_insert(0);
+        if *from_peer >= self.max_per_peer {
+            return Err(CapExceeded::PerPeer);
+        }
+        *from_peer += 1;
+        open.total += 1;
+        Ok(ConnectionSlot {
+            caps: Arc::clone(self),
+            peer,
+        })
+    }
+
+    /// Connections open in all.
+    pub fn open_count(&self) -> usize {
+        self.open().total
+    }
+
+    /// Connections open from `ip`'s [`PeerAddress`].
+    pub fn open_from(&self, ip: IpAddr) -> usize {
+        self.open()
+            .by_peer
+            .get(&PeerAddress::of(ip))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// An open connection's place under its [`ConnectionCaps`], given back when it is dropped.
+#[derive(Debug)]
+pub struct ConnectionSlot {
+    caps: Arc<ConnectionCaps>,
+    peer: PeerAddress,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut open = self.caps.open();
+        open.total = open.total.saturating_sub(1);
+        if let Some(from_peer) = open.by_peer.get_mut(&self.peer) {
+            *from_peer = from_peer.saturating_sub(1);
+            if *from_peer == 0 {
+                open.by_peer.remove(&self.peer);
+            }
         }
     }
 }
@@ -81,6 +235,24 @@ mod tests {
         assert_ne!(PeerAddress::of(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 8))), v4);
         // An IPv6 /64 whose low bits spell an IPv4 address is not that address.
         assert_ne!(v6("::c000:207"), v4);
+    }
+
+    #[test]
+    fn caps_refuse_over_either_limit_and_free_slots_on_close() {
+        let caps = ConnectionCaps::new(3, 2);
+        let a = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+        let b = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
+        let first = caps.admit(a).unwrap();
+        let _second = caps.admit(a).unwrap();
+        assert_eq!(caps.admit(a).err(), Some(CapExceeded::PerPeer));
+        let _third = caps.admit(b).unwrap();
+        assert_eq!(caps.admit(b).err(), Some(CapExceeded::Total));
+        assert_eq!(caps.open_count(), 3);
+        drop(first);
+        assert_eq!((caps.open_count(), caps.open_from(a)), (2, 1));
+        let _again = caps.admit(a).unwrap();
+        // Refusals hold nothing.
+        assert_eq!((caps.open_count(), caps.open_from(a)), (3, 2));
     }
 
     #[tokio::test(start_paused = true)]

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use oxcast_core::{PublishRefused, Publisher, Registry, ReportThrottle};
+use oxcast_core::{Acceptor, PublishRefused, Publisher, Registry, ReportThrottle};
 use oxcast_media::{Demuxer, MediaEvent, TimestampGuard};
 use oxcast_rtmp::{PublishRejection, ServerConfig, ServerEvent, ServerSession, SessionError, SharedBudget};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -65,24 +65,9 @@ pub async fn serve(
     let budget = SharedBudget::new(config.partial_messages_budget);
     // Refusals under a flood: a log line every few seconds, not one per connection.
     let full = ReportThrottle::new(Duration::from_secs(10));
-    let accept_failed = ReportThrottle::new(Duration::from_secs(10));
     let tracker = TaskTracker::new();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = shutdown.cancelled() => break,
-        };
-        let (socket, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of file descriptors and the like: pause rather than spin.
-                if let Some(more) = accept_failed.report() {
-                    tracing::warn!(more, "RTMP accept failed: {e}");
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+    let acceptor = Acceptor::new(listener, "RTMP");
+    while let Some((socket, peer)) = acceptor.next(&shutdown).await {
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             if let Some(more) = full.report() {
                 tracing::warn!(%peer, max = config.max_connections, more,
@@ -167,7 +152,7 @@ struct Connection {
     timestamps: TimestampGuard,
     publisher: Option<Publisher>,
     /// Counts this connection against its address's cap until a publish is accepted.
-    pending: Option<pending::PendingSlot>,
+    pending: Option<oxcast_core::ConnectionSlot>,
     /// When the connection was accepted: the publish deadline runs from here.
     accepted: Instant,
     /// When the connection last made progress: handshake, commands, media.
@@ -268,7 +253,7 @@ impl Connection {
         registry: Arc<Registry>,
         config: Arc<IngestConfig>,
         session: ServerSession,
-        pending: pending::PendingSlot,
+        pending: oxcast_core::ConnectionSlot,
     ) -> Self {
         Self {
             socket,

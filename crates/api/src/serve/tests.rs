@@ -14,7 +14,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use super::caps::{Caps, Refusal};
+use oxcast_core::{CapExceeded, ConnectionCaps};
+
+use super::caps;
 use super::watched::{Activity, Discard, Watched};
 use super::{HttpLimits, serve};
 
@@ -113,22 +115,11 @@ async fn read_until_closed(conn: &mut TcpStream) -> Vec<u8> {
     }
 }
 
+/// The counting is `oxcast_core::ConnectionCaps`' (tested there); here, what a refused client reads.
 #[test]
-fn caps_refuse_over_either_limit_and_free_slots_on_close() {
-    let caps = Arc::new(Caps::new(3, 2));
-    let a = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
-    let b = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
-    let first = caps.admit(a).unwrap();
-    let _second = caps.admit(a).unwrap();
-    assert_eq!(caps.admit(a).err(), Some(Refusal::PeerFull));
-    let _third = caps.admit(b).unwrap();
-    assert_eq!(caps.admit(b).err(), Some(Refusal::Full));
-    assert_eq!(caps.open_count(), 3);
-    drop(first);
-    assert_eq!(caps.open_count(), 2);
-    let _again = caps.admit(a).unwrap();
-
-    let response = String::from_utf8(Refusal::PeerFull.response(&caps)).unwrap();
+fn a_refused_client_reads_a_503_naming_the_cap_and_its_setting() {
+    let caps = ConnectionCaps::new(3, 2);
+    let response = String::from_utf8(caps::response(CapExceeded::PerPeer, &caps)).unwrap();
     let (head, body) = response.split_once("\r\n\r\n").unwrap();
     assert!(head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{head}");
     assert!(
@@ -141,7 +132,7 @@ fn caps_refuse_over_either_limit_and_free_slots_on_close() {
     );
     assert!(body.contains("http.max_connections_per_ip = 2"), "{body}");
     assert_eq!(body.lines().count(), 1, "{body}");
-    let full = String::from_utf8(Refusal::Full.response(&caps)).unwrap();
+    let full = String::from_utf8(caps::response(CapExceeded::Total, &caps)).unwrap();
     assert!(full.contains("(http.max_connections = 3)"), "{full}");
 }
 
