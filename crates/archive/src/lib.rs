@@ -19,14 +19,13 @@
 //! once finalized. A name that is taken gets a sequence number (`…-<start ms>-1.mp4.part`,
 //! `…-<stream id>-1.mp4`): names are claimed with create-new and no-replace renames, so two
 //! recordings never share one. Every name is synced into its directory once its data is synced
-//! (`durable.rs`), so a power cut loses neither a recording nor its public_id.
+//! (`oxcast_core::durable`), so a power cut loses neither a recording nor its public_id.
 //!
 //! Limits a publisher cannot get around (all settings, see `config/default.toml`): a codec
 //! configuration change starts a new recording at most once per `min_recording_interval`;
 //! a fragment is written at `max_fragment_bytes` or `max_fragment_wait` whatever the publisher's
 //! timestamps do; a recording starts, goes on and is finalized only with `min_free_bytes` to spare.
 
-mod durable;
 pub mod mp4;
 mod recorder;
 
@@ -35,6 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use oxcast_core::durable;
 use oxcast_core::{Archive, Store, StreamId, Subscriber};
 use tokio_util::task::TaskTracker;
 

@@ -11,6 +11,7 @@
 pub mod bus;
 pub mod clock;
 pub mod delivery;
+pub mod durable;
 pub mod ids;
 pub mod model;
 pub mod peer;

@@ -73,11 +73,8 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
         .open(&tmp)?;
     file.write_all(contents.as_bytes())?;
     file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    // Written only where no credentials are: never replaces a pair in use.
+    oxcast_core::durable::rename_new(&tmp, path)
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! File operations that survive a power cut. A file's data is synced before a name points to it,
+//! File operations that survive a power cut (recordings, the generated credentials). A file's data is synced before a name points to it,
 //! and a directory is synced after an entry in it is created, renamed or removed: syncing a file
 //! does not persist its name (fsync(2), "Calling fsync() does not necessarily ensure that the
 //! entry in the directory containing the file has also reached disk").
@@ -9,7 +9,7 @@ use std::path::Path;
 
 /// Creates `path`, which must not exist (`AlreadyExists` otherwise), holding `contents`, synced.
 /// The caller syncs the directory (once for several new files).
-pub(crate) fn write_new(path: &Path, contents: &[u8]) -> io::Result<File> {
+pub fn write_new(path: &Path, contents: &[u8]) -> io::Result<File> {
     let mut file = OpenOptions::new().write(true).create_new(true).open(path)?;
     let written = file.write_all(contents).and_then(|()| file.sync_all());
     if let Err(e) = written {
@@ -21,12 +21,12 @@ pub(crate) fn write_new(path: &Path, contents: &[u8]) -> io::Result<File> {
 }
 
 /// Persists the entries of `dir`: files created, renamed or removed in it.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
 /// Creates `dir` and any missing parents, each new one's entry synced into its parent.
-pub(crate) fn create_dirs(dir: &Path) -> io::Result<()> {
+pub fn create_dirs(dir: &Path) -> io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
@@ -43,7 +43,7 @@ pub(crate) fn create_dirs(dir: &Path) -> io::Result<()> {
 
 /// Renames `from` (synced already) to `to`, which must not exist (`AlreadyExists` otherwise),
 /// then syncs the directories, so that after a power cut the file is under one of its names.
-pub(crate) fn rename_new(from: &Path, to: &Path) -> io::Result<()> {
+pub fn rename_new(from: &Path, to: &Path) -> io::Result<()> {
     use rustix::fs::{CWD, RenameFlags, renameat_with};
     match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
         Ok(()) => {}
