@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -260,26 +261,19 @@ impl Settings {
             http_listen: listen_addr("http.listen", &raw.http.listen)?,
             http_limits: http_limits(&raw.http)?,
             hls: oxcast_hls::HlsConfig {
-                segment_duration: match raw.hls.segment_duration_sec {
-                    n @ 1..=30 => Duration::from_secs(n),
-                    n => {
-                        return Err(SettingsError(format!(
-                            "hls.segment_duration_sec {n}: use 1 to 30 seconds"
-                        )));
-                    }
-                },
-                window: match raw.hls.window {
-                    n @ 2..=100 => n as usize,
-                    n => return Err(SettingsError(format!("hls.window {n}: use 2 to 100 segments"))),
-                },
-                keep_after_end: match raw.hls.keep_after_end_sec {
-                    n @ 1..=86_400 => Duration::from_secs(n),
-                    n => {
-                        return Err(SettingsError(format!(
-                            "hls.keep_after_end_sec {n}: use 1 to 86400 seconds"
-                        )));
-                    }
-                },
+                segment_duration: Duration::from_secs(within(
+                    "hls.segment_duration_sec",
+                    raw.hls.segment_duration_sec,
+                    1..=30,
+                    "seconds",
+                )?),
+                window: within("hls.window", raw.hls.window, 2..=100, "segments")? as usize,
+                keep_after_end: Duration::from_secs(within(
+                    "hls.keep_after_end_sec",
+                    raw.hls.keep_after_end_sec,
+                    1..=86_400,
+                    "seconds",
+                )?),
                 segment_limits: oxcast_hls::segmenter::SegmentLimits {
                     max_bytes: bytes("hls.max_segment_bytes", raw.hls.max_segment_bytes)?,
                     max_duration: match raw.hls.max_segment_sec {
@@ -304,22 +298,18 @@ impl Settings {
                 "archive.min_recording_interval_sec",
                 raw.archive.min_recording_interval_sec,
             )?,
-            archive_max_fragment_bytes: match raw.archive.max_fragment_bytes {
-                n @ MIN_FRAGMENT_BYTES..=MAX_FRAGMENT_BYTES => n,
-                n => {
-                    return Err(SettingsError(format!(
-                        "archive.max_fragment_bytes {n}: use {MIN_FRAGMENT_BYTES} to {MAX_FRAGMENT_BYTES} bytes"
-                    )));
-                }
-            },
-            archive_max_fragment_wait: match raw.archive.max_fragment_wait_sec {
-                n @ 1..=60 => Duration::from_secs(n),
-                n => {
-                    return Err(SettingsError(format!(
-                        "archive.max_fragment_wait_sec {n}: use 1 to 60 seconds"
-                    )));
-                }
-            },
+            archive_max_fragment_bytes: within(
+                "archive.max_fragment_bytes",
+                raw.archive.max_fragment_bytes,
+                MIN_FRAGMENT_BYTES..=MAX_FRAGMENT_BYTES,
+                "bytes",
+            )?,
+            archive_max_fragment_wait: Duration::from_secs(within(
+                "archive.max_fragment_wait_sec",
+                raw.archive.max_fragment_wait_sec,
+                1..=60,
+                "seconds",
+            )?),
             simulcast: oxcast_simulcast::SimulcastConfig {
                 ca_file: Some(raw.simulcast.ca_file.trim())
                     .filter(|f| !f.is_empty())
@@ -368,34 +358,40 @@ fn http_limits(raw: &RawHttp) -> Result<oxcast_api::HttpLimits, SettingsError> {
     })
 }
 
+/// `value` if it lies in `range`; otherwise an error naming the key, the range and its unit.
+fn within(key: &str, value: u64, range: RangeInclusive<u64>, unit: &str) -> Result<u64, SettingsError> {
+    if !range.contains(&value) {
+        return Err(SettingsError(format!(
+            "{key} {value}: use {} to {} {unit}",
+            range.start(),
+            range.end()
+        )));
+    }
+    Ok(value)
+}
+
 /// A timeout of 1 second to 1 hour.
 fn seconds(key: &str, value: u64) -> Result<Duration, SettingsError> {
-    if !(1..=3600).contains(&value) {
-        return Err(SettingsError(format!("{key} {value}: use 1 to 3600 seconds")));
-    }
-    Ok(Duration::from_secs(value))
+    within(key, value, 1..=3600, "seconds").map(Duration::from_secs)
 }
 
 /// Message limits of RTMP sessions: `max_message_bytes` once publishing (with room for two such
 /// messages in progress), `pre_publish_max_message_bytes` before.
 fn rtmp_session(raw: &RawRtmp) -> Result<oxcast_rtmp::ServerConfig, SettingsError> {
     let default = oxcast_rtmp::ServerConfig::default();
-    let max = match raw.max_message_bytes {
-        n @ 65_536..=268_435_456 => n as usize,
-        n => {
-            return Err(SettingsError(format!(
-                "rtmp.max_message_bytes {n}: use 65536 to 268435456 bytes"
-            )));
-        }
-    };
-    let pre = match raw.pre_publish_max_message_bytes {
-        n @ 4096..=1_048_576 => n as usize,
-        n => {
-            return Err(SettingsError(format!(
-                "rtmp.pre_publish_max_message_bytes {n}: use 4096 to 1048576 bytes"
-            )));
-        }
-    };
+    // Both fit a u32 (a chunk header's 24-bit length is the real ceiling).
+    let max = within(
+        "rtmp.max_message_bytes",
+        raw.max_message_bytes,
+        65_536..=268_435_456,
+        "bytes",
+    )? as usize;
+    let pre = within(
+        "rtmp.pre_publish_max_message_bytes",
+        raw.pre_publish_max_message_bytes,
+        4096..=1_048_576,
+        "bytes",
+    )? as usize;
     Ok(oxcast_rtmp::ServerConfig {
         limits: oxcast_rtmp::Limits {
             max_message_size: max as u32,
@@ -421,15 +417,7 @@ fn count(key: &str, value: u64, min: u64) -> Result<usize, SettingsError> {
 
 /// A size of 1 MiB to 64 GiB.
 fn bytes(key: &str, value: u64) -> Result<usize, SettingsError> {
-    const RANGE: std::ops::RangeInclusive<u64> = 1 << 20..=64 << 30;
-    if !RANGE.contains(&value) {
-        return Err(SettingsError(format!(
-            "{key} {value}: use {} to {} bytes (1 MiB to 64 GiB)",
-            RANGE.start(),
-            RANGE.end()
-        )));
-    }
-    Ok(usize::try_from(value).unwrap_or(usize::MAX))
+    within(key, value, 1 << 20..=64 << 30, "bytes").map(|n| usize::try_from(n).unwrap_or(usize::MAX))
 }
 
 fn listen_addr(key: &str, value: &str) -> Result<SocketAddr, SettingsError> {
