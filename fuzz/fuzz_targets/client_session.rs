@@ -20,9 +20,7 @@
 use libfuzzer_sys::fuzz_target;
 use oxcast_rtmp::handshake::{PACKET_LEN, Scheme};
 use oxcast_rtmp::{ClientConfig, ClientEvent, ClientSession, Limits};
-use oxcast_rtmp_fuzz::{Counting, header, live_heap, pieces};
-
-const HANDSHAKE: usize = 1 + 2 * PACKET_LEN;
+use oxcast_rtmp_fuzz::{Counting, after_handshake, header, live_heap, pieces};
 
 const SMALL: Limits = Limits {
     max_message_size: 8 << 10,
@@ -35,14 +33,7 @@ static ALLOCATOR: Counting = Counting;
 
 fuzz_target!(|data: &[u8]| {
     let ([mode, plan @ ..], bytes) = header::<5>(data);
-    let input = if mode & 1 == 1 {
-        let mut input = vec![0u8; HANDSHAKE];
-        input[0] = 3;
-        input.extend_from_slice(bytes);
-        input
-    } else {
-        bytes.to_vec()
-    };
+    let input = after_handshake(mode, bytes);
     let mut config = ClientConfig::new("live", "rtmp://127.0.0.1/live", "fuzz");
     config.scheme = [Scheme::Simple, Scheme::Digest0, Scheme::Digest1][usize::from((mode >> 2) % 3)];
     if mode & 2 != 0 {

@@ -18,25 +18,15 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use oxcast_rtmp::handshake::PACKET_LEN;
 use oxcast_rtmp::{Limits, PublishRejection, ServerConfig, ServerEvent, ServerSession, SharedBudget};
-use oxcast_rtmp_fuzz::{Counting, header, live_heap, pieces};
-
-const HANDSHAKE: usize = 1 + 2 * PACKET_LEN;
+use oxcast_rtmp_fuzz::{Counting, HANDSHAKE, after_handshake, header, live_heap, pieces};
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
 fuzz_target!(|data: &[u8]| {
     let ([mode, decisions, plan @ ..], bytes) = header::<6>(data);
-    let input = if mode & 1 == 1 {
-        let mut input = vec![0u8; HANDSHAKE];
-        input[0] = 3;
-        input.extend_from_slice(bytes);
-        input
-    } else {
-        bytes.to_vec()
-    };
+    let input = after_handshake(mode, bytes);
     let budget = SharedBudget::new(1 << 20);
     let base = live_heap();
     let server = if mode & 2 == 0 {

@@ -32,6 +32,21 @@ pub fn header<const N: usize>(data: &[u8]) -> ([u8; N], &[u8]) {
     (head, &data[n..])
 }
 
+/// A whole handshake from the other side in the simple scheme (version 3, then zeros), so that a
+/// target reaches the chunk stream without the fuzzer having to find 3073 bytes first.
+pub const HANDSHAKE: usize = 1 + 2 * oxcast_rtmp::handshake::PACKET_LEN;
+
+/// `bytes`, after a valid [`HANDSHAKE`] when bit 0 of `mode` is set.
+pub fn after_handshake(mode: u8, bytes: &[u8]) -> Vec<u8> {
+    let mut input = Vec::with_capacity(HANDSHAKE + bytes.len());
+    if mode & 1 == 1 {
+        input.resize(HANDSHAKE, 0);
+        input[0] = 3;
+    }
+    input.extend_from_slice(bytes);
+    input
+}
+
 /// A global allocator that counts the live heap bytes of the Rust side (libFuzzer's own C++
 /// allocations do not pass through it). A target installs it with
 /// `#[global_allocator] static ALLOCATOR: Counting = Counting;` and reads [`live_heap`].
