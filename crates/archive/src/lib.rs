@@ -501,6 +501,21 @@ mod tests {
             listed
         }
 
+        /// One second of media starting at `second` s, 30 frames of audio named `a<dts>` and, with
+        /// `video`, a GOP named `<video><dts>`; then that second passes.
+        async fn publish_second(&self, second: i64, video: Option<&str>) {
+            for i in 0..30 {
+                let dts = second * 1000 + i * 33;
+                if let Some(name) = video {
+                    self.bus
+                        .publish(frame(Track::Video, dts, i == 0, format!("{name}{dts}")));
+                }
+                self.bus
+                    .publish(frame(Track::Audio, dts, true, format!("a{dts}")));
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+
         fn parts(&self) -> Vec<PathBuf> {
             list_parts(&self.config.dir.join(RECORDING_DIR)).unwrap()
         }
@@ -554,15 +569,7 @@ mod tests {
                 fixture.bus.publish(MediaEvent::VideoConfig(config.clone()));
                 current = Some(config.clone());
             }
-            for i in 0..30 {
-                let dts = gop * 1000 + i * 33;
-                let payload = format!("{}{dts}", name(config));
-                fixture.bus.publish(frame(Track::Video, dts, i == 0, payload));
-                fixture
-                    .bus
-                    .publish(frame(Track::Audio, dts, true, format!("a{dts}")));
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            fixture.publish_second(gop, Some(name(config))).await;
         }
         fixture.end().await;
 
@@ -615,18 +622,9 @@ mod tests {
             if let Some((_, config)) = &video {
                 fixture.bus.publish(MediaEvent::VideoConfig(config.clone()));
             }
-            for i in 0..30 {
-                let dts = second * 1000 + i * 33;
-                if let Some((name, _)) = &video {
-                    fixture
-                        .bus
-                        .publish(frame(Track::Video, dts, i == 0, format!("{name}{dts}")));
-                }
-                fixture
-                    .bus
-                    .publish(frame(Track::Audio, dts, true, format!("a{dts}")));
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            fixture
+                .publish_second(second, video.as_ref().map(|(name, _)| *name))
+                .await;
         }
         fixture.end().await;
         let recordings = fixture.recordings().await;
