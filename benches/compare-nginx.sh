@@ -60,7 +60,8 @@ DESTINATIONS=${DESTINATIONS:-0}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 NGINX_MODULE=/usr/lib/nginx/modules/ngx_rtmp_module.so
 
-die() { echo "compare-nginx: $*" >&2; exit 2; }
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
 for tool in cargo ffmpeg nginx curl jq; do
     command -v "$tool" >/dev/null || die "$tool not found (Debian: apt-get install ffmpeg nginx libnginx-mod-rtmp curl jq)"
 done
@@ -98,51 +99,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A loopback port nothing listens on (checked with ss), from a range well away from the usual ones.
-USED_PORTS=""
-free_port() {
-    local port
-    while :; do
-        port=$((20000 + RANDOM % 20000))
-        case " $USED_PORTS " in *" $port "*) continue ;; esac
-        if ! ss -Hltn "sport = :$port" | grep -q .; then
-            USED_PORTS="$USED_PORTS $port"
-            echo "$port"
-            return
-        fi
-    done
-}
-
-wait_http() { # URL
-    for _ in $(seq 1 200); do
-        curl -fs -o /dev/null "$1" && return 0
-        sleep 0.05
-    done
-    die "$1 did not answer"
-}
-
-cpu_ticks() { # PIDs...: utime + stime, summed
-    local total=0 pid stat rest
-    for pid in "$@"; do
-        stat=$(cat "/proc/$pid/stat")
-        rest=${stat##*) } # fields from 3 on; comm may contain spaces
-        set -- $rest
-        total=$((total + ${12} + ${13}))
-    done
-    echo "$total"
-}
-status_kib() { # FIELD PIDs...: a /proc/PID/status field (VmRSS, VmHWM) in KiB, summed
-    local field=$1 total=0 pid kib
-    shift
-    for pid in "$@"; do
-        kib=$(awk -v f="$field:" '$1 == f {print $2}' "/proc/$pid/status")
-        total=$((total + kib))
-    done
-    echo "$total"
-}
-rss_kib() { status_kib VmRSS "$@"; }
-hwm_kib() { status_kib VmHWM "$@"; }
-HZ=$(getconf CLK_TCK)
 
 # ---- the sink: a third nginx-rtmp that receives the relays (DESTINATIONS > 0); its CPU is not
 # counted for either server.
@@ -187,30 +143,7 @@ OX_PID=$!
 wait_http "http://127.0.0.1:$OX_HTTP/healthz"
 AUTH=$(cat "$WORK/oxcast/data/api-credentials")
 API=http://127.0.0.1:$OX_HTTP/v2/video/local
-OX_KEYS=""
-OX_IDS=""
-for _ in $(seq 1 "$PUBLISHERS"); do
-    # A short idle timeout so a stream is idle again before its next round.
-    stream=$(curl -fsS -u "$AUTH" -H 'Content-Type: application/json' \
-        -d '{"input":{"type":"rtmp"},"idle_timeout_sec":2}' "$API/live_streams")
-    id=$(jq -r .data.id <<<"$stream")
-    OX_KEYS="$OX_KEYS${OX_KEYS:+,}$(jq -r .data.input.stream_key <<<"$stream")"
-    OX_IDS="$OX_IDS${OX_IDS:+,}$id"
-    # Every new stream records (its `default archive` output); ARCHIVE=off removes that output,
-    # which is allowed while the stream is idle.
-    archive_outputs=$(curl -fsS -u "$AUTH" "$API/live_streams/$id" | jq -r '.data.outputs[] | select(.type == "archive") | .id')
-    [ -n "$archive_outputs" ] || die "stream $id has no archive output"
-    if [ "$ARCHIVE" = off ]; then
-        for output in $archive_outputs; do
-            curl -fsS -o /dev/null -u "$AUTH" -X DELETE "$API/live_streams/$id/outputs/$output"
-        done
-    fi
-    for d in $(seq 1 "$DESTINATIONS"); do
-        curl -fsS -o /dev/null -u "$AUTH" -H 'Content-Type: application/json' \
-            -d "{\"type\":\"simulcast\",\"uri\":\"rtmp://127.0.0.1:$SINK_RTMP/relay$d\",\"stream_key\":\"$id\"}" \
-            "$API/live_streams/$id/outputs"
-    done
-done
+create_streams "$API" "$AUTH" "$PUBLISHERS"
 OX_ARCHIVE_PARTS=$WORK/oxcast/data/archive/recording
 OX_ARGS=(--rtmp "rtmp://127.0.0.1:$OX_RTMP/streams" --keys "$OX_KEYS" --ids "$OX_IDS"
     --hls-url-template "http://127.0.0.1:$OX_HTTP/local/video/live/live_stream_{id}_hls.m3u8")
