@@ -104,11 +104,49 @@ impl Publisher {
         self.flush()
     }
 
+    /// Bytes as they are, past the session (a message cut short, say).
+    pub fn raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Ends the publish (FCUnpublish, deleteStream), keeping the connection.
+    pub fn unpublish(&mut self) -> std::io::Result<()> {
+        self.session.unpublish().map_err(std::io::Error::other)?;
+        self.flush()
+    }
+
+    /// After [`Publisher::unpublish`], publishes `key` again on the same connection (a second
+    /// `createStream`, then `publish` on message stream 2), as some encoders do when they stop
+    /// and start; returns once the server says `NetStream.Publish.Start`.
+    pub fn publish_again(&mut self, key: &str) -> Result<(), String> {
+        use oxcast_rtmp::Message;
+        use oxcast_rtmp::amf0::Value;
+        let command = |name: &str, txn: f64, args: Vec<Value>| {
+            Message::Command(oxcast_rtmp::Command::new(name, txn, Value::Null, args)).encode()
+        };
+        let mut bytes = message(3, 20, 0, 0, &command("createStream", 8.0, vec![]), 4096);
+        let publish = command("publish", 9.0, vec![Value::string(key), Value::string("live")]);
+        bytes.extend(message(3, 20, 2, 0, &publish, 4096));
+        self.stream.write_all(&bytes).map_err(|e| format!("write: {e}"))?;
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !seen.windows(23).any(|w| w == b"NetStream.Publish.Start") {
+            if Instant::now() > deadline {
+                return Err("no NetStream.Publish.Start within 10 s".into());
+            }
+            match self.stream.read(&mut buf) {
+                Ok(0) => return Err("the server closed the connection".into()),
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+                Err(e) => return Err(format!("read: {e}")),
+            }
+        }
+        Ok(())
+    }
+
     /// Ends the publish (FCUnpublish, deleteStream) and closes the connection.
     pub fn finish(mut self) {
-        if self.session.unpublish().is_ok() {
-            let _ = self.flush();
-        }
+        let _ = self.unpublish();
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
     }
 

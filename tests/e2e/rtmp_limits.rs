@@ -389,3 +389,76 @@ fn absurd_timestamps_leave_a_playable_stream() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// A connection that published with a key is no stranger: it may unpublish and publish again on
+/// the same connection after its publish deadline has passed (only its first publish is bound by
+/// rtmp.publish_timeout_sec).
+#[test]
+fn a_publisher_may_publish_again_on_its_connection_after_the_publish_deadline() {
+    let server = Server::start_with(Options {
+        env: vec![("OXCAST__RTMP__PUBLISH_TIMEOUT_SEC".into(), "2".into())],
+        ..Options::default()
+    });
+    let s = server.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 1}));
+    let (id, key) = (
+        s["id"].as_str().unwrap(),
+        s["input"]["stream_key"].as_str().unwrap(),
+    );
+    let mut publisher = Publisher::start(LOCALHOST, server.rtmp_port, key).unwrap();
+    server.wait_status(id, "active", LIMIT);
+    std::thread::sleep(Duration::from_secs(3));
+    publisher.unpublish().unwrap();
+    server.wait_status(id, "idle", LIMIT);
+    publisher.publish_again(key).unwrap();
+    server.wait_status(id, "active", LIMIT);
+    publisher.finish();
+}
+
+/// rtmp.partial_messages_budget_bytes holds across connections: with 1 MiB, one key holder's
+/// 700 KiB message in progress leaves no room for another's, whose connection is closed, and the
+/// first one goes on.
+#[test]
+fn messages_in_progress_on_all_connections_share_one_budget() {
+    let server = Server::start_with(Options {
+        env: vec![(
+            "OXCAST__RTMP__PARTIAL_MESSAGES_BUDGET_BYTES".into(),
+            (1 << 20).to_string(),
+        )],
+        ..Options::default()
+    });
+    let start = |name: &str| {
+        let s = server.create_stream(json!({"name": name, "input": {"type": "rtmp"}}));
+        Publisher::start(
+            LOCALHOST,
+            server.rtmp_port,
+            s["input"]["stream_key"].as_str().unwrap(),
+        )
+        .unwrap()
+    };
+    // A video message of 700 KiB in 4 KiB chunks (the client's announced chunk size), on the
+    // publishing message stream; each connection sends its first half.
+    let big = message(6, 9, 1, 0, &inter_frame(700 << 10), 4096);
+    let (first_half, second_half) = big.split_at(big.len() / 2);
+    let mut first = start("first");
+    first.raw(first_half).unwrap();
+    let mut second = start("second");
+    second.raw(first_half).unwrap();
+    let refused = wait_until(
+        || {
+            let log = server.log();
+            log.contains("server-wide budget for messages in progress")
+                .then_some(log)
+        },
+        LIMIT,
+    );
+    assert!(refused.contains("RTMP protocol error"), "{refused}");
+    // The second connection is closed; the first finishes its message and publishes on.
+    let closed = (0..50).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        second.raw(second_half).is_err()
+    });
+    assert!(closed, "the connection over the budget is closed");
+    first.raw(second_half).unwrap();
+    first.video(40, &inter_frame(1000)).unwrap();
+    first.finish();
+}
