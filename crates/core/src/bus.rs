@@ -272,7 +272,6 @@ impl StreamBus {
             bus: self.clone(),
             backlog,
             position,
-            reading: !ended,
             resync,
             ended,
             delivered: false,
@@ -316,10 +315,10 @@ pub struct Subscriber {
     backlog: VecDeque<BusEvent>,
     /// The next event to read from the ring.
     position: u64,
-    /// Counted among the ring's readers (until the end is read, or this is dropped).
-    reading: bool,
     /// Lagged (or joined mid-GOP): skip to the next keyframe.
     resync: bool,
+    /// The end was read (or the bus had ended when this subscribed): no longer one of the ring's
+    /// readers.
     ended: bool,
     /// Whether anything was delivered yet: a first resync is a start, not a break.
     delivered: bool,
@@ -329,7 +328,7 @@ pub struct Subscriber {
 
 impl Drop for Subscriber {
     fn drop(&mut self) {
-        if self.reading {
+        if !self.ended {
             self.bus.lock().ring.leave(self.position);
         }
     }
@@ -380,9 +379,8 @@ impl Subscriber {
         loop {
             let event = match self.receive().await {
                 Read::Event(BusEvent::End) => {
-                    self.ended = true;
                     // The end was read: this subscriber no longer holds anything in the ring.
-                    self.reading = false;
+                    self.ended = true;
                     self.bus.lock().ring.leave(self.position);
                     return None;
                 }
@@ -637,10 +635,14 @@ mod tests {
             })
         };
         let mut count = 0;
-        while let Some(event) = sub.recv().await {
-            assert_eq!(dts(&event), Some(count));
-            count += 1;
-        }
+        // A lost wake-up would leave the subscriber waiting for ever: fail instead of hanging.
+        let received = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            while let Some(event) = sub.recv().await {
+                assert_eq!(dts(&event), Some(count));
+                count += 1;
+            }
+        });
+        received.await.expect("the subscriber was woken for every event");
         publisher.await.unwrap();
         assert_eq!(count, 1000);
     }

@@ -10,24 +10,24 @@
 
 pub mod bus;
 pub mod clock;
+pub mod connections;
 pub mod delivery;
 pub mod durable;
 pub mod ids;
 pub mod model;
-pub mod peer;
 pub mod registry;
 pub mod relay;
 pub mod rules;
 pub mod store;
 
 pub use bus::{BusEvent, BusLimits, StreamBus, Subscriber};
+pub use connections::{Acceptor, CapExceeded, ConnectionCaps, ConnectionSlot, PeerAddress, ReportThrottle};
 pub use delivery::{HlsSource, SegmentBody};
 pub use ids::{OutputId, StreamId, StreamKey};
 pub use model::{
     Archive, IdleReason, LiveStream, NewOutput, NewStream, Output, OutputKind, OutputPatch, SimulcastTarget,
     Status, StreamPatch,
 };
-pub use peer::{Acceptor, CapExceeded, ConnectionCaps, ConnectionSlot, PeerAddress, ReportThrottle};
 pub use registry::{OutputRunner, PublishRefused, Publisher, Registry, RegistryError, RegistryLimits};
 pub use relay::{RelayState, RelayStatus, RelayStatusSource};
 pub use store::{Store, StoreError};

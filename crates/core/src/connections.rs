@@ -1,6 +1,6 @@
-//! What the RTMP and HTTP listeners' limits share: who a client is as far as a per-address cap
-//! counts, the caps on open connections, and a throttle for the log lines that refusals would
-//! otherwise flood.
+//! What the RTMP and HTTP listeners share: their accept loop, who a client is as far as a
+//! per-address cap counts, the caps on open connections, and a throttle for the log lines that
+//! refusals would otherwise flood.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
