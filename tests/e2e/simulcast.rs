@@ -57,6 +57,24 @@ fn relay_to(server: &Server, id: &str, uri: &str, key: &str) -> String {
     )
 }
 
+/// A new stream relayed to `uri` with `key`, published by a small ffmpeg encode for `seconds`;
+/// returns the stream's id, the output's id, and what the API showed meanwhile.
+fn publish_relayed<'a>(
+    server: &'a Server,
+    uri: &str,
+    key: &str,
+    seconds: u32,
+    idle_timeout_sec: u32,
+) -> (String, String, Watch<'a>) {
+    let s = server.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": idle_timeout_sec}));
+    let id = s["id"].as_str().unwrap().to_owned();
+    let oid = relay_to(server, &id, uri, key);
+    let mut ffmpeg = encoder(&publish_url(&s), seconds, "320x240", 2, "va");
+    let mut watch = Watch::new(server, &id);
+    watch_publish(&mut watch, &mut ffmpeg, |_| {});
+    (id, oid, watch)
+}
+
 /// Adds a simulcast output; returns its id.
 fn add_output(server: &Server, id: &str, body: Value) -> String {
     let reply = server.post(&format!("/live_streams/{id}/outputs"), body.clone());
@@ -625,12 +643,7 @@ fn rtmps_reaches_a_tls_destination() {
 
     // Without that CA the certificate is not trusted: the relay does not publish, and says why.
     let untrusting = relaying_server(Vec::new());
-    let s = untrusting.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 4}));
-    let id = s["id"].as_str().unwrap();
-    let refused = relay_to(&untrusting, id, &nginx.tls_url(), "untrusted");
-    let mut ffmpeg = encoder(&publish_url(&s), 8, "320x240", 2, "va");
-    let mut watch = Watch::new(&untrusting, id);
-    watch_publish(&mut watch, &mut ffmpeg, |_| {});
+    let (id, refused, watch) = publish_relayed(&untrusting, &nginx.tls_url(), "untrusted", 8, 4);
     for (at, o) in watch.of(&refused, Duration::ZERO) {
         assert_ne!(o["status"], "live", "at {at:?}: an untrusted certificate");
     }
@@ -641,7 +654,7 @@ fn rtmps_reaches_a_tls_destination() {
         "an untrusted certificate shows as last_error; {}",
         watch.history(&refused)
     );
-    untrusting.wait_status(id, "idle", LIMIT);
+    untrusting.wait_status(&id, "idle", LIMIT);
 
     nginx.stop();
     assert!(nginx.recordings_of("untrusted").is_empty());
@@ -763,12 +776,7 @@ fn simulcast_outputs_can_be_added_and_deleted_while_live() {
 fn a_destination_on_a_private_address_is_refused_by_default() {
     let mut nginx = Destination::start();
     let strict = Server::start();
-    let s = strict.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 2}));
-    let id = s["id"].as_str().unwrap();
-    let refused = relay_to(&strict, id, &nginx.url(), "private");
-    let mut ffmpeg = encoder(&publish_url(&s), 6, "320x240", 2, "va");
-    let mut watch = Watch::new(&strict, id);
-    watch_publish(&mut watch, &mut ffmpeg, |_| {});
+    let (id, refused, watch) = publish_relayed(&strict, &nginx.url(), "private", 6, 2);
     for (at, o) in watch.of(&refused, Duration::ZERO) {
         assert_ne!(o["status"], "live", "at {at:?}: {}", watch.history(&refused));
     }
@@ -787,25 +795,20 @@ fn a_destination_on_a_private_address_is_refused_by_default() {
             && said.contains("simulcast.allow_private_destinations"),
         "{said}"
     );
-    strict.wait_status(id, "idle", LIMIT);
+    strict.wait_status(&id, "idle", LIMIT);
     assert!(
         nginx.recordings_of("private").is_empty(),
         "nothing reached the destination"
     );
 
     let allowing = relaying_server(Vec::new());
-    let s = allowing.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 2}));
-    let id = s["id"].as_str().unwrap();
-    let oid = relay_to(&allowing, id, &nginx.url(), "allowed");
-    let mut ffmpeg = encoder(&publish_url(&s), 6, "320x240", 2, "va");
-    let mut watch = Watch::new(&allowing, id);
-    watch_publish(&mut watch, &mut ffmpeg, |_| {});
+    let (id, oid, watch) = publish_relayed(&allowing, &nginx.url(), "allowed", 6, 2);
     assert!(
         watch.first(&oid, "live", Duration::ZERO).is_some(),
         "allowed, the relay goes live; {}",
         watch.history(&oid)
     );
-    allowing.wait_status(id, "idle", LIMIT);
+    allowing.wait_status(&id, "idle", LIMIT);
     nginx.stop();
     assert!(!nginx.recordings_of("allowed").is_empty());
 }
