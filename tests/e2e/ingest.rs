@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::publisher::{publish_url, small_encoder, wait_child};
+use crate::rtmp_client::{LOCALHOST, Publisher, connect_from, handshake};
 use crate::support::{Options, Server};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -109,14 +110,8 @@ fn a_second_encoder_takes_the_stream_over() {
 
 /// Connects and completes a bare RTMP handshake (simple scheme), then says nothing more.
 fn handshake_only(port: u16) -> TcpStream {
-    let mut socket = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut c0c1 = vec![0u8; 1537];
-    c0c1[0] = 3;
-    std::io::Write::write_all(&mut socket, &c0c1).unwrap();
-    let mut s0s1s2 = vec![0u8; 3073];
-    socket.read_exact(&mut s0s1s2).unwrap();
-    std::io::Write::write_all(&mut socket, &s0s1s2[1..1537]).unwrap();
+    let mut socket = connect_from(LOCALHOST, port).unwrap();
+    handshake(&mut socket).unwrap();
     socket
 }
 
@@ -164,20 +159,6 @@ fn connections_over_the_cap_are_closed_and_the_first_one_is_served() {
     );
 }
 
-/// Publishes with our own RTMP client over `socket` until the server accepts the publish.
-fn publish_by_hand(socket: &mut TcpStream, key: &str) -> oxcast_rtmp::ClientSession {
-    use oxcast_rtmp::{ClientConfig, ClientSession};
-    let mut session = ClientSession::new(ClientConfig::new("streams", "rtmp://127.0.0.1/streams", key));
-    let mut buf = vec![0u8; 64 * 1024];
-    while !session.is_publishing() {
-        std::io::Write::write_all(socket, &session.take_outbound()).unwrap();
-        let n = socket.read(&mut buf).unwrap();
-        assert!(n > 0, "the server closed the connection while publishing started");
-        session.handle_input(&buf[..n]).unwrap();
-    }
-    session
-}
-
 #[test]
 fn an_encoder_that_stops_publishing_but_stays_connected_is_heard() {
     // A trickle of small messages that never adds up to a video frame (a quiet audio-only
@@ -190,25 +171,28 @@ fn an_encoder_that_stops_publishing_but_stays_connected_is_heard() {
     });
     let s = server.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 1}));
     let id = s["id"].as_str().unwrap();
-    let mut socket = TcpStream::connect(("127.0.0.1", server.rtmp_port)).unwrap();
-    socket.set_read_timeout(Some(LIMIT)).unwrap();
-    let mut session = publish_by_hand(&mut socket, s["input"]["stream_key"].as_str().unwrap());
+    let mut publisher = Publisher::start(
+        LOCALHOST,
+        server.rtmp_port,
+        s["input"]["stream_key"].as_str().unwrap(),
+    )
+    .unwrap();
     server.wait_status(id, "active", LIMIT);
     // AAC-LC 44.1 kHz stereo, then ten 200-byte frames: about 2 KiB in all.
-    session
-        .send_audio(0, &bytes::Bytes::from_static(&[0xAF, 0x00, 0x12, 0x10]))
+    publisher
+        .audio(0, &bytes::Bytes::from_static(&[0xAF, 0x00, 0x12, 0x10]))
         .unwrap();
     for i in 0..10u32 {
         let mut frame = vec![0xAF, 0x01];
         frame.resize(202, 0x21);
-        session.send_audio(i * 23, &bytes::Bytes::from(frame)).unwrap();
+        publisher.audio(i * 23, &bytes::Bytes::from(frame)).unwrap();
     }
-    session.unpublish().unwrap();
-    std::io::Write::write_all(&mut socket, &session.take_outbound()).unwrap();
+    publisher.unpublish().unwrap();
     server.wait_status(id, "idle", LIMIT);
     assert!(server.log().contains("unpublished"), "{}", server.log());
     // The connection is still there (the server's answers aside, nothing comes): the server did
     // not need it closed to hear the publisher.
+    let socket = publisher.socket();
     socket.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
     let mut buf = [0u8; 4096];
     let still_open = loop {

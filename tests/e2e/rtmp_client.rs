@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use oxcast_rtmp::{ClientConfig, ClientSession};
 
+/// The usual peer address; 127.0.0.2 and the like are others on loopback.
+pub const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
 /// A TCP connection to the server's RTMP port from `source` (any port).
 pub fn connect_from(source: IpAddr, port: u16) -> std::io::Result<TcpStream> {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
@@ -102,6 +105,11 @@ impl Publisher {
             .send_data(timestamp, body)
             .map_err(std::io::Error::other)?;
         self.flush()
+    }
+
+    /// The connection, to read what the server sends or see whether it is still open.
+    pub fn socket(&mut self) -> &mut TcpStream {
+        &mut self.stream
     }
 
     /// Bytes as they are, past the session (a message cut short, say).

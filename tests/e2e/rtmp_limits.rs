@@ -14,11 +14,10 @@ use serde_json::json;
 
 use crate::hls::{fetch_playlist, hls_url, wait_until};
 use crate::publisher::{encode_flv, encoder, publish_url, wait_child};
-use crate::rtmp_client::{Publisher, connect_from, flv_tags, handshake, message};
+use crate::rtmp_client::{LOCALHOST, Publisher, connect_from, flv_tags, handshake, message};
 use crate::support::{Options, Server};
 
 const LIMIT: Duration = Duration::from_secs(60);
-const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const OTHER_HOST: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 
 /// A `VmRSS`/`VmHWM`-style field of /proc/PID/status, in bytes.
