@@ -31,6 +31,8 @@ mod http_limits;
 mod ingest;
 #[path = "e2e/lifecycle.rs"]
 mod lifecycle;
+#[path = "e2e/logs.rs"]
+mod logs;
 #[path = "e2e/publisher.rs"]
 mod publisher;
 #[path = "e2e/rtmp_client.rs"]

@@ -37,6 +37,7 @@ use std::time::Duration;
 use oxcast_core::durable;
 use oxcast_core::{Archive, Store, StreamId, Subscriber};
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 /// Settings from `archive.*`.
 #[derive(Debug, Clone)]
@@ -98,7 +99,10 @@ impl Archives {
             public_id,
             finalizers: self.recorders.clone(),
         };
-        self.recorders.spawn(recorder::record(recorder, subscriber));
+        // Inside the caller's span (the stream's), so every line names the stream.
+        let span = tracing::info_span!("archive", public_id = %recorder.public_id);
+        self.recorders
+            .spawn(recorder::record(recorder, subscriber).instrument(span));
     }
 
     /// Finalizes and lists every recording a previous process left unfinished (killed, the

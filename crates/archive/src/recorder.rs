@@ -13,6 +13,7 @@
 
 use std::fs::File;
 use std::sync::Arc;
+use tracing::Instrument;
 
 use oxcast_core::{BusEvent, Store, StreamId, Subscriber};
 use oxcast_media::{Frame, MediaEvent, Track};
@@ -439,7 +440,7 @@ async fn close(recorder: &Recorder, open: Option<Open>) {
     let (config, store) = (Arc::clone(&recorder.config), recorder.store.clone());
     recorder
         .finalizers
-        .spawn(async move { finalize(&config, &store, unfinished).await });
+        .spawn(async move { finalize(&config, &store, unfinished).await }.in_current_span());
 }
 
 /// One fragment, header and payloads, in one vectored write, then flushed to the disk so a crash

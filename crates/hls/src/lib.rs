@@ -16,6 +16,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use oxcast_core::{HlsSource, SegmentBody, StreamId, Subscriber};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::playlist::{Playlist, Pushed, Stored};
 use crate::segmenter::{SegmentLimits, Segmenter};
@@ -42,6 +45,10 @@ pub struct HlsOutputs {
     /// Retired segments' files: `<dir>/<stream id>/<sequence>.ts`.
     spill_dir: PathBuf,
     playlists: Arc<Playlists>,
+    /// Every stream's packaging task, so shutdown waits for each playlist's last segment.
+    packagers: TaskTracker,
+    /// Cancelled at shutdown: ended playlists stop waiting out `keep_after_end`.
+    closing: CancellationToken,
 }
 
 type Playlists = Mutex<HashMap<StreamId, Arc<Mutex<Playlist>>>>;
@@ -64,6 +71,8 @@ impl HlsOutputs {
             config,
             spill_dir,
             playlists: Arc::new(Mutex::new(HashMap::new())),
+            packagers: TaskTracker::new(),
+            closing: CancellationToken::new(),
         })
     }
 
@@ -109,15 +118,19 @@ impl HlsOutputs {
         let stream_id = stream_id.clone();
         let (playlists, keep) = (Arc::clone(&self.playlists), self.config.keep_after_end);
         let segmenter = Segmenter::with_limits(target_ms, self.config.segment_limits);
-        tokio::spawn(async move {
+        let closing = self.closing.clone();
+        let task = async move {
             // Weak: a playlist replaced by the stream's next session must not be held (with its
             // segments) until this timer ends. The allocation it points to stays reserved, so the
             // comparison below cannot match a newer playlist at a reused address.
             let ended = Arc::downgrade(&playlist);
-            package(stream_id.clone(), subscriber, playlist, spill, segmenter).await;
+            package(subscriber, playlist, spill, segmenter).await;
             // The ended playlist stays for players finishing it, then goes, unless the stream went
-            // live again meanwhile (a new playlist took its place).
-            tokio::time::sleep(keep).await;
+            // live again meanwhile (a new playlist took its place). At shutdown nobody is served.
+            tokio::select! {
+                () = tokio::time::sleep(keep) => {}
+                () = closing.cancelled() => return,
+            }
             let mut playlists = lock(&playlists);
             if playlists
                 .get(&stream_id)
@@ -126,9 +139,20 @@ impl HlsOutputs {
                 playlists.remove(&stream_id);
                 drop(playlists);
                 remove_dir(stream_dir, "an ended stream's");
-                tracing::debug!(stream_id = %stream_id, "ended HLS playlist removed");
+                tracing::debug!("ended HLS playlist removed");
             }
-        });
+        };
+        // Inside the caller's span (the stream's), so every line names the stream.
+        self.packagers.spawn(task.instrument(tracing::info_span!("hls")));
+    }
+
+    /// Waits (at most `limit`) for every playlist to end: at shutdown, after the streams ended.
+    pub async fn wait(&self, limit: Duration) {
+        self.closing.cancel();
+        self.packagers.close();
+        if tokio::time::timeout(limit, self.packagers.wait()).await.is_err() {
+            tracing::warn!("HLS packaging still running {limit:?} after the streams ended");
+        }
     }
 
     /// Forgets a deleted stream: its playlist and segments answer 404 from now on.
@@ -188,7 +212,9 @@ impl Spill {
         let (dir, playlist, failed) = (self.dir.clone(), self.playlist.clone(), self.failed.clone());
         // Blocking file I/O goes to tokio's blocking pool: a slow disk delays the spill, not the
         // packaging (until then the segment is served from memory).
+        let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
+            let _stream = span.enter();
             for sequence in pushed.expired {
                 let _ = std::fs::remove_file(segment_path(&dir, sequence));
             }
@@ -216,29 +242,33 @@ impl Spill {
 
 /// One stream's packaging task: bus events in, segments into the playlist, `EXT-X-ENDLIST` at the end.
 async fn package(
-    stream_id: StreamId,
     mut subscriber: Subscriber,
     playlist: Arc<Mutex<Playlist>>,
     spill: Spill,
     mut segmenter: Segmenter,
 ) {
+    tracing::info!("HLS packaging started");
     let mut warned = false;
     let mut warned_forced = false;
     while let Some(event) = subscriber.recv().await {
         if let Some(segment) = segmenter.push(event) {
             if let (Some(why), false) = (segmenter.last_forced.take(), warned_forced) {
                 warned_forced = true;
-                tracing::warn!(stream_id = %stream_id, "an HLS segment was closed without a keyframe: {why}; \
-                    players show no picture until the next keyframe (logged once per session)");
+                tracing::warn!(
+                    "an HLS segment was closed without a keyframe: {why}; \
+                    players show no picture until the next keyframe (logged once per session)"
+                );
             }
             let pushed = lock(&playlist).push(segment);
             let raised = pushed.raised_target;
             spill.apply(pushed);
             if let (Some(target), false) = (raised, warned) {
                 warned = true;
-                tracing::warn!(stream_id = %stream_id, target_duration_sec = target,
+                tracing::warn!(
+                    target_duration_sec = target,
                     "a segment is longer than the HLS segment duration: the encoder's keyframe interval is \
-                     too long; set it to the segment duration (e.g. 2 s) for steady latency");
+                     too long; set it to the segment duration (e.g. 2 s) for steady latency"
+                );
             }
         }
     }
@@ -248,12 +278,18 @@ async fn package(
     }
     ended.end();
     if segmenter.forced_cuts > 0 {
-        tracing::warn!(stream_id = %stream_id, segments = segmenter.forced_cuts, "HLS segments closed without a keyframe");
+        tracing::warn!(
+            segments = segmenter.forced_cuts,
+            "HLS segments closed without a keyframe"
+        );
     }
     if segmenter.dropped_frames > 0 {
-        tracing::warn!(stream_id = %stream_id, frames = segmenter.dropped_frames, "malformed video frames were dropped");
+        tracing::warn!(
+            frames = segmenter.dropped_frames,
+            "malformed video frames were dropped"
+        );
     }
-    tracing::debug!(stream_id = %stream_id, "HLS playlist ended");
+    tracing::info!("HLS playlist ended");
 }
 
 #[cfg(test)]

@@ -38,6 +38,8 @@ const INGEST_APP: &str = "streams";
 /// How long recordings may take to finalize at shutdown (the rest are finalized at the next start).
 const FINALIZE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long playlists may take to end at shutdown (their last segment is muxed from memory).
+const HLS_END_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long in-flight requests may take to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -170,7 +172,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     ));
     let server = oxcast_api::serve(
         http,
-        oxcast_api::router(Arc::clone(&registry), api, hls, relays),
+        oxcast_api::router(Arc::clone(&registry), api, hls.clone(), relays),
         settings.http_limits.clone(),
         shutdown.clone(),
     );
@@ -185,6 +187,8 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         tracing::warn!("RTMP ingest ended abnormally: {e}");
     }
     registry.shutdown().await;
+    // The streams have ended: each output writes its end (a playlist's ENDLIST, a finalized MP4).
+    hls.wait(HLS_END_TIMEOUT).await;
     archives.wait(FINALIZE_TIMEOUT).await;
     store.close()?;
     tracing::info!("shutdown complete");

@@ -15,9 +15,16 @@ pub(crate) struct Outputs {
     pub(crate) relays: Arc<Relays>,
 }
 
+/// The span every output task of a stream runs in, whoever started it (the publisher's
+/// connection, an API request adding an output): one filter on `stream_id` reads its story.
+fn stream_span(stream_id: &StreamId) -> tracing::Span {
+    tracing::info_span!(parent: None, "stream", stream_id = %stream_id)
+}
+
 impl OutputRunner for Outputs {
     fn stream_active(&self, stream: &LiveStream, bus: &Arc<StreamBus>) {
-        tracing::debug!(stream_id = %stream.id, outputs = stream.outputs.len(), "starting outputs");
+        let _stream = stream_span(&stream.id).entered();
+        tracing::debug!(outputs = stream.outputs.len(), "starting outputs");
         if stream.outputs.iter().any(|o| matches!(o.kind, OutputKind::Hls)) {
             // Subscribed here, before the publisher's first frame can be published.
             self.hls.start(&stream.id, bus.subscribe());
@@ -32,6 +39,7 @@ impl OutputRunner for Outputs {
     }
 
     fn outputs_changed(&self, stream: &LiveStream, bus: &Arc<StreamBus>) {
+        let _stream = stream_span(&stream.id).entered();
         self.relays.sync(stream, bus);
     }
 
