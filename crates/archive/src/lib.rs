@@ -288,8 +288,36 @@ enum Finalized {
     /// The asset, relative to the storage directory.
     Done(mp4::Summary, PathBuf),
     NoMedia,
-    /// The recording stays as it is, for the next start.
-    Kept(String),
+}
+
+/// Why a recording is not finalized now: it stays as it is, for the next start (or a person).
+#[derive(Debug, thiserror::Error)]
+enum FinalizeError {
+    /// Not an error of the recording: the disk is too full for its asset.
+    #[error(
+        "{free} bytes free on the storage disk; finalizing needs the recording's {part_len} again \
+         plus archive.min_free_bytes ({min_free})"
+    )]
+    NoRoom { free: u64, part_len: u64, min_free: u64 },
+    #[error("cannot read the free space: {0}")]
+    FreeSpace(io::Error),
+    #[error("{}: {source}", path.display())]
+    File { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Mp4(mp4::Mp4Error),
+    #[error("every name like {} is taken", .0.display())]
+    NamesTaken(PathBuf),
+    #[error("finalizing failed: {0}")]
+    Blocking(#[from] tokio::task::JoinError),
+}
+
+impl FinalizeError {
+    fn file(path: &Path) -> impl FnOnce(io::Error) -> Self + '_ {
+        move |source| Self::File {
+            path: path.to_owned(),
+            source,
+        }
+    }
 }
 
 /// Turns a fragmented recording into its asset: progressive MP4 under a temporary name, synced,
@@ -304,7 +332,7 @@ pub(crate) async fn finalize(config: &ArchiveConfig, store: &Store, unfinished: 
         finalize_file(&config, &unfinished)
     })
     .await
-    .unwrap_or_else(|e| Ok(Finalized::Kept(format!("finalizing failed: {e}"))));
+    .unwrap_or_else(|e| Err(e.into()));
     let (summary, relative) = match done {
         Ok(Finalized::Done(summary, relative)) => (summary, relative),
         Ok(Finalized::NoMedia) => {
@@ -312,7 +340,7 @@ pub(crate) async fn finalize(config: &ArchiveConfig, store: &Store, unfinished: 
             remove_unfinished(&unfinished);
             return;
         }
-        Ok(Finalized::Kept(why)) => {
+        Err(why @ (FinalizeError::NoRoom { .. } | FinalizeError::Blocking(_))) => {
             tracing::warn!(stream_id = %unfinished.stream_id, path = %unfinished.part.display(),
                 "recording kept unfinished, to be finalized at the next start: {why}");
             return;
@@ -349,24 +377,23 @@ pub(crate) async fn finalize(config: &ArchiveConfig, store: &Store, unfinished: 
 }
 
 /// Blocking: checks the space, writes the asset and renames it into place.
-fn finalize_file(config: &ArchiveConfig, unfinished: &Unfinished) -> Result<Finalized, String> {
+fn finalize_file(config: &ArchiveConfig, unfinished: &Unfinished) -> Result<Finalized, FinalizeError> {
     let part = &unfinished.part;
-    let part_len = std::fs::metadata(part)
-        .map_err(|e| format!("{}: {e}", part.display()))?
-        .len();
-    let free = free_bytes(&config.dir).map_err(|e| format!("cannot read the free space: {e}"))?;
-    let needed = part_len.saturating_add(config.min_free_bytes);
-    if free < needed {
-        return Ok(Finalized::Kept(format!(
-            "{free} bytes free on the storage disk; finalizing needs the recording's {part_len} \
-             again plus archive.min_free_bytes ({})",
-            config.min_free_bytes
-        )));
+    let part_len = std::fs::metadata(part).map_err(FinalizeError::file(part))?.len();
+    let free = free_bytes(&config.dir).map_err(FinalizeError::FreeSpace)?;
+    let min_free = config.min_free_bytes;
+    if free < part_len.saturating_add(min_free) {
+        return Err(FinalizeError::NoRoom {
+            free,
+            part_len,
+            min_free,
+        });
     }
     let first = unfinished.asset(unfinished.sequence);
     let target = config.storage_dir.join(&first);
-    let dir = target.parent().ok_or("no directory")?;
-    durable::create_dirs(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // The asset's path is storage_dir/archive/<public_id>/<name>: it has a directory.
+    let dir = target.parent().unwrap_or(&config.storage_dir);
+    durable::create_dirs(dir).map_err(FinalizeError::file(dir))?;
     // Unique while the recording is: its name is.
     let temporary = target.with_extension("mp4.tmp");
     let summary = match mp4::finalize(part, &temporary) {
@@ -377,7 +404,7 @@ fn finalize_file(config: &ArchiveConfig, unfinished: &Unfinished) -> Result<Fina
         }
         Err(e) => {
             let _ = std::fs::remove_file(&temporary);
-            return Err(e.to_string());
+            return Err(FinalizeError::Mp4(e));
         }
     };
     // The first free name: one is taken only if the clock went back to this same millisecond.
@@ -389,12 +416,12 @@ fn finalize_file(config: &ArchiveConfig, unfinished: &Unfinished) -> Result<Fina
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => {
                 let _ = std::fs::remove_file(&temporary);
-                return Err(format!("{}: {e}", target.display()));
+                return Err(FinalizeError::file(&target)(e));
             }
         }
     }
     let _ = std::fs::remove_file(&temporary);
-    Err(format!("every name like {} is taken", target.display()))
+    Err(FinalizeError::NamesTaken(target))
 }
 
 /// After the asset is listed: the recording and its public_id go, and that is synced too, so a

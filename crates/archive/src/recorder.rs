@@ -13,12 +13,12 @@
 
 use std::fs::File;
 use std::sync::Arc;
-use tracing::Instrument;
 
 use oxcast_core::{BusEvent, Store, StreamId, Subscriber};
 use oxcast_media::{Frame, MediaEvent, Track};
 use tokio::time::{Duration, Instant};
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::mp4::{self, Fragment, FragmentWriter, Tracks};
 use crate::{ArchiveConfig, Unfinished, finalize};
@@ -205,13 +205,13 @@ async fn frame_arrived(recorder: &Recorder, session: &mut Session, frame: Frame)
     if session.open.is_none() {
         match start(recorder, &session.tracks, &frame).await {
             Ok(started) => session.open = started,
-            Err(Stop::NoSpace(why)) => {
-                tracing::warn!(stream_id = %recorder.stream_id, "not recording: {why}");
+            Err(stop @ Stop::NoSpace { .. }) => {
+                tracing::warn!(stream_id = %recorder.stream_id, "not recording: {stop}");
                 session.stopped = true;
                 return;
             }
-            Err(Stop::Failed(why)) => {
-                tracing::error!(stream_id = %recorder.stream_id, "cannot record: {why}");
+            Err(stop) => {
+                tracing::error!(stream_id = %recorder.stream_id, "cannot record: {stop}");
                 session.stopped = true;
                 return;
             }
@@ -237,10 +237,10 @@ async fn frame_arrived(recorder: &Recorder, session: &mut Session, frame: Frame)
 async fn stopped(recorder: &Recorder, session: &mut Session, stop: Stop) {
     session.stopped = true;
     match stop {
-        Stop::NoSpace(why) => tracing::warn!(stream_id = %recorder.stream_id,
-            "recording stopped, what was recorded is kept: {why}"),
-        Stop::Failed(why) => tracing::error!(stream_id = %recorder.stream_id,
-            "recording stopped, what was recorded is kept: {why}"),
+        Stop::NoSpace { .. } => tracing::warn!(stream_id = %recorder.stream_id,
+            "recording stopped, what was recorded is kept: {stop}"),
+        _ => tracing::error!(stream_id = %recorder.stream_id,
+            "recording stopped, what was recorded is kept: {stop}"),
     }
     close(recorder, session.open.take()).await;
 }
@@ -272,9 +272,21 @@ fn starts_recording(tracks: &Tracks, frame: &Frame) -> bool {
     }
 }
 
+/// Why a recording stops (or does not start): the disk is too full, or writing failed.
+#[derive(Debug, thiserror::Error)]
 enum Stop {
-    NoSpace(String),
-    Failed(String),
+    #[error("{free} bytes free on the storage disk, below archive.min_free_bytes ({min})")]
+    NoSpace { free: u64, min: u64 },
+    #[error("cannot read the free space: {0}")]
+    FreeSpace(std::io::Error),
+    #[error("cannot create the recording: {0}")]
+    Create(std::io::Error),
+    #[error("write failed: {0}")]
+    Write(std::io::Error),
+    #[error("the recording file is gone")]
+    FileGone,
+    #[error("the blocking pool failed: {0}")]
+    Blocking(#[from] tokio::task::JoinError),
 }
 
 /// Opens a recording at its first usable frame: video starts on a keyframe; a frame of a track
@@ -298,11 +310,9 @@ async fn start(recorder: &Recorder, tracks: &Tracks, frame: &Frame) -> Result<Op
     let init = mp4::init_segment(tracks);
     let created = tokio::task::spawn_blocking(move || -> Result<(Unfinished, File), Stop> {
         check_space(&config)?;
-        Unfinished::create(&config, &stream_id, &public_id, started_ms, &init)
-            .map_err(|e| Stop::Failed(format!("cannot create the recording: {e}")))
+        Unfinished::create(&config, &stream_id, &public_id, started_ms, &init).map_err(Stop::Create)
     })
-    .await
-    .map_err(|e| Stop::Failed(e.to_string()))??;
+    .await??;
     let (unfinished, file) = created;
     tracing::info!(stream_id = %recorder.stream_id, path = %unfinished.part.display(), "recording");
     Ok(Some(Open {
@@ -427,8 +437,8 @@ async fn close(recorder: &Recorder, open: Option<Open>) {
     };
     let fragments = [writer.push(pending), writer.finish()];
     for fragment in fragments.into_iter().flatten() {
-        if let Err(Stop::NoSpace(why) | Stop::Failed(why)) = write(&mut file, fragment, None).await {
-            tracing::error!(stream_id = %recorder.stream_id, "the recording's last second is lost: {why}");
+        if let Err(stop) = write(&mut file, fragment, None).await {
+            tracing::error!(stream_id = %recorder.stream_id, "the recording's last second is lost: {stop}");
             break;
         }
     }
@@ -452,7 +462,7 @@ async fn write(
     space: Option<&Arc<ArchiveConfig>>,
 ) -> Result<(), Stop> {
     let Some(mut file) = slot.take() else {
-        return Err(Stop::Failed("the recording file is gone".into()));
+        return Err(Stop::FileGone);
     };
     let space = space.map(Arc::clone);
     let written = tokio::task::spawn_blocking(move || -> (File, Result<(), Stop>) {
@@ -460,7 +470,7 @@ async fn write(
             fragment
                 .write_to(&mut file)
                 .and_then(|()| file.sync_data())
-                .map_err(|e| Stop::Failed(format!("write failed: {e}")))
+                .map_err(Stop::Write)
         });
         (file, result)
     })
@@ -470,19 +480,16 @@ async fn write(
             *slot = Some(file);
             result
         }
-        Err(e) => Err(Stop::Failed(e.to_string())),
+        Err(e) => Err(Stop::Blocking(e)),
     }
 }
 
 /// Blocking: reads the disk's free space.
 fn check_space(config: &ArchiveConfig) -> Result<(), Stop> {
     let min = config.min_free_bytes;
-    let free = crate::free_bytes(&config.dir)
-        .map_err(|e| Stop::Failed(format!("cannot read the free space: {e}")))?;
+    let free = crate::free_bytes(&config.dir).map_err(Stop::FreeSpace)?;
     if free < min {
-        return Err(Stop::NoSpace(format!(
-            "{free} bytes free on the storage disk, below archive.min_free_bytes ({min})"
-        )));
+        return Err(Stop::NoSpace { free, min });
     }
     Ok(())
 }
