@@ -31,10 +31,6 @@ mod http_limits;
 mod ingest;
 #[path = "e2e/lifecycle.rs"]
 mod lifecycle;
-#[path = "e2e/publisher.rs"]
-mod publisher;
-#[path = "e2e/rtmp_client.rs"]
-mod rtmp_client;
 #[path = "e2e/rtmp_limits.rs"]
 mod rtmp_limits;
 #[path = "e2e/simulcast.rs"]

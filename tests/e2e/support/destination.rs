@@ -2,42 +2,26 @@
 //! (optionally behind TLS, for `rtmps://`), and a "black hole" that accepts connections and never
 //! answers. The TESTING recipe; nginx and its modules are Debian's.
 
-use std::io::Read as _;
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::publisher::{count_frames, encoder, encoder_with_copy, wait_child};
-use crate::support::free_port;
+use super::tools::{command, require, run};
+use super::{free_port, poll_until, signal, wait_until};
 
 const RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
 const STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
-
-/// Fails (never skips) when a program is missing, naming the package to install.
-fn require(program: &str, package: &str) {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {program}"))
-        .output()
-        .unwrap();
-    assert!(
-        found.status.success(),
-        "{program} is not installed: `apt-get install {package}` (scripts/test installs it)"
-    );
-}
-
-fn require_file(path: &str, package: &str) {
-    assert!(
-        Path::new(path).exists(),
-        "{path} is missing: `apt-get install {package}` (scripts/test installs it)"
-    );
-}
+/// Tries at starting nginx on ports picked for it, which another process may take first.
+const PORT_TRIES: usize = 5;
+/// How long nginx may take to listen, or to stop.
+const LIMIT: Duration = Duration::from_secs(10);
+const POLL: Duration = Duration::from_millis(50);
 
 /// nginx-rtmp under its own prefix on a free loopback port: application `live`, recording every
 /// stream it is sent to `rec/{stream name}-{unix time}.flv` (a new file per publish session).
@@ -69,11 +53,10 @@ impl Destination {
     }
 
     fn start_inner(tls: bool) -> Destination {
-        require("nginx", "nginx libnginx-mod-rtmp");
-        require_file(RTMP_MODULE, "libnginx-mod-rtmp");
+        require("nginx");
+        require(RTMP_MODULE);
         if tls {
-            require_file(STREAM_MODULE, "libnginx-mod-stream");
-            require("openssl", "openssl");
+            require(STREAM_MODULE);
         }
         let dir = tempfile::tempdir().unwrap();
         let rec = dir.path().join("rec");
@@ -81,21 +64,48 @@ impl Destination {
         // The workers run as nobody: they must reach the prefix and write the recordings.
         std::fs::set_permissions(&rec, std::fs::Permissions::from_mode(0o777)).unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let port = free_port();
-        let d = dir.path().display();
+        // (CA certificate, server certificate, server key)
+        let certificates = tls.then(|| make_certificate(dir.path()));
+        let mut destination = Destination {
+            dir,
+            port: 0,
+            tls: None,
+            master: None,
+        };
+        // nginx must be told its ports: picked free, they may be taken before it binds them.
+        for attempt in 1..=PORT_TRIES {
+            destination.port = free_port();
+            destination.tls = certificates.as_ref().map(|(ca_file, _, _)| Tls {
+                port: free_port(),
+                ca_file: ca_file.clone(),
+            });
+            let front = certificates
+                .as_ref()
+                .map(|(_, cert, key)| (cert.as_path(), key.as_path()));
+            let conf = destination.config(front);
+            std::fs::write(destination.dir.path().join("nginx.conf"), conf).unwrap();
+            // Each try's own log: whether it could bind is read there.
+            let _ = std::fs::remove_file(destination.dir.path().join("error.log"));
+            match destination.spawn() {
+                Ok(()) => return destination,
+                Err(log) if attempt < PORT_TRIES && log.contains("Address already in use") => {
+                    eprintln!("nginx could not bind its ports, trying others: {log}");
+                }
+                Err(log) => panic!("nginx did not start: {log}"),
+            }
+        }
+        unreachable!("the last try returns or panics")
+    }
+
+    /// The configuration: the RTMP server recording everything, and the TLS front (`front`: its
+    /// certificate and key) when there is one.
+    fn config(&self, front: Option<(&Path, &Path)>) -> String {
+        let d = self.dir.path().display();
+        let port = self.port;
         let mut conf = format!("load_module {RTMP_MODULE};\n");
-        let tls = tls.then(|| {
+        if front.is_some() {
             conf.push_str(&format!("load_module {STREAM_MODULE};\n"));
-            let (ca_file, cert, key) = make_certificate(dir.path());
-            (
-                Tls {
-                    port: free_port(),
-                    ca_file,
-                },
-                cert,
-                key,
-            )
-        });
+        }
         conf.push_str(&format!(
             "daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log info;\n\
              events {{ worker_connections 256; }}\n\
@@ -103,7 +113,7 @@ impl Destination {
                application live {{ live on; record all; record_path {d}/rec;\n\
                  record_unique on; record_append on; }} }} }}\n"
         ));
-        if let Some((tls, cert, key)) = &tls {
+        if let (Some(tls), Some((cert, key))) = (&self.tls, front) {
             conf.push_str(&format!(
                 "stream {{ server {{ listen 127.0.0.1:{tls_port} ssl;\n\
                    ssl_certificate {cert}; ssl_certificate_key {key};\n\
@@ -113,22 +123,15 @@ impl Destination {
                 key = key.display(),
             ));
         }
-        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
-        let mut destination = Destination {
-            dir,
-            port,
-            tls: tls.map(|(tls, _, _)| tls),
-            master: None,
-        };
-        destination.spawn();
-        destination
+        conf
     }
 
-    fn spawn(&mut self) {
+    /// Starts nginx and waits until it listens on its ports; `Err` with its log if it exited.
+    fn spawn(&mut self) -> Result<(), String> {
         let dir = self.dir.path();
         let stderr = std::fs::File::create(dir.join("stderr.log")).unwrap();
         // Its own process group, so that whatever happens its workers go with it (see `Drop`).
-        let mut master = Command::new("nginx")
+        let mut master = command("nginx")
             .arg("-p")
             .arg(dir)
             .arg("-e")
@@ -144,21 +147,18 @@ impl Destination {
         let ports: Vec<u16> = std::iter::once(self.port)
             .chain(self.tls.as_ref().map(|t| t.port))
             .collect();
-        let deadline = Instant::now() + Duration::from_secs(10);
         for port in ports {
-            while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            wait_until(&format!("nginx to listen on {port}"), LIMIT, POLL, || {
                 if let Some(status) = master.try_wait().unwrap() {
-                    panic!("nginx exited with {status}: {}", self.log());
+                    return Ok(Err(format!("nginx exited with {status}: {}", self.log())));
                 }
-                assert!(
-                    Instant::now() < deadline,
-                    "nginx does not listen on {port}: {}",
-                    self.log()
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
+                TcpStream::connect(("127.0.0.1", port))
+                    .map(|_| Ok(()))
+                    .map_err(|e| e.to_string())
+            })?;
         }
         self.master = Some(master);
+        Ok(())
     }
 
     /// `rtmp://127.0.0.1:PORT/live`: a simulcast `uri`, the stream key to go with it.
@@ -230,7 +230,9 @@ impl Destination {
         if self.master.is_some() {
             self.stop();
         }
-        self.spawn();
+        if let Err(log) = self.spawn() {
+            panic!("nginx did not start again on port {}: {log}", self.port);
+        }
     }
 
     fn stop_quietly(&mut self) -> bool {
@@ -241,33 +243,22 @@ impl Destination {
             .ok()
             .and_then(|p| p.trim().parse::<u32>().ok())
             .unwrap_or(master.id());
-        let signal = |name: &str, target: &str| {
-            let _ = Command::new("kill")
-                .args([name, "--", target])
-                .stderr(Stdio::null())
-                .status();
-        };
         let exited = |master: &mut Child, limit: Duration| {
-            let deadline = Instant::now() + limit;
-            loop {
-                if !matches!(master.try_wait(), Ok(None)) {
-                    return true;
-                }
-                if Instant::now() > deadline {
-                    return false;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            poll_until(limit, POLL, || match master.try_wait() {
+                Ok(None) => Err(()),
+                _ => Ok(()),
+            })
+            .is_ok()
         };
-        signal("-QUIT", &pid.to_string());
+        let _ = signal(pid, "QUIT", false);
         if exited(&mut master, Duration::from_secs(2)) {
             return true;
         }
-        signal("-TERM", &pid.to_string());
-        if exited(&mut master, Duration::from_secs(10)) {
+        let _ = signal(pid, "TERM", false);
+        if exited(&mut master, LIMIT) {
             return true;
         }
-        signal("-KILL", &format!("-{}", master.id()));
+        let _ = signal(master.id(), "KILL", true);
         let _ = master.wait();
         false
     }
@@ -293,58 +284,31 @@ fn make_certificate(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let ca_key = tls.join("ca.key");
     let cert = tls.join("localhost.pem");
     let key = tls.join("localhost.key");
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(&tls)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    // A new key and a certificate for it, valid for a day: `name.key`, `name.pem`.
+    let issue = |name: &str, subject: &str, extra: &[&str]| {
+        let (keyout, out) = (format!("{name}.key"), format!("{name}.pem"));
+        let mut openssl = command("openssl");
+        openssl.args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]);
+        openssl.args(["-subj", subject, "-keyout", &keyout, "-out", &out]);
+        run(openssl.args(extra).current_dir(&tls));
     };
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=Oxcast test CA",
-        "-days",
-        "1",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    ]);
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
+    issue("ca", "/CN=Oxcast test CA", &[]);
+    issue(
+        "localhost",
         "/CN=localhost",
-        "-days",
-        "1",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-addext",
-        "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        "-addext",
-        "basicConstraints=critical,CA:FALSE",
-        "-addext",
-        "extendedKeyUsage=serverAuth",
-        "-keyout",
-        "localhost.key",
-        "-out",
-        "localhost.pem",
-    ]);
+        &[
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-addext",
+            "extendedKeyUsage=serverAuth",
+        ],
+    );
     assert!(ca_key.exists());
     (ca, cert, key)
 }
@@ -412,105 +376,4 @@ impl Drop for BlackHole {
             let _ = thread.join();
         }
     }
-}
-
-/// The fixtures themselves, with ffmpeg as the publisher: what the simulcast tests rely on.
-#[test]
-fn destination_fixture_records_what_ffmpeg_publishes() {
-    const LIMIT: Duration = Duration::from_secs(60);
-    let work = tempfile::tempdir().unwrap();
-    let mut plain = Destination::start();
-    let tls = Destination::start_tls();
-
-    // Plain and TLS at once; ffmpeg does not verify the certificate.
-    let copies = [work.path().join("x.flv"), work.path().join("y.flv")];
-    let mut encoders = [
-        encoder_with_copy(&format!("{}/x", plain.url()), 6, "640x360", 2, &copies[0]),
-        encoder_with_copy(&format!("{}/y", tls.tls_url()), 6, "640x360", 2, &copies[1]),
-    ];
-    for ffmpeg in &mut encoders {
-        let (ok, err) = wait_child(ffmpeg, LIMIT);
-        assert!(ok, "{err}");
-    }
-    std::thread::sleep(Duration::from_millis(500));
-    for ((destination, key), copy) in [(&plain, "x"), (&tls, "y")].into_iter().zip(&copies) {
-        let files = destination.recordings();
-        assert_eq!(
-            files,
-            destination.recordings_of(key),
-            "one recording, named by the key: {}",
-            destination.log()
-        );
-        assert_eq!(files.len(), 1, "{files:?}");
-        let source = count_frames(copy.to_str().unwrap());
-        let recorded = count_frames(files[0].to_str().unwrap());
-        assert!(source.0 >= 170 && source.1 >= 270, "{source:?}");
-        assert_eq!((recorded.0, recorded.1), (source.0, source.1), "{key}");
-    }
-
-    // The certificate verifies as a strict client would check it, by name and by address.
-    for host in ["localhost", "127.0.0.1"] {
-        let out = Command::new("openssl")
-            .args(["s_client", "-connect", &format!("127.0.0.1:{}", tls.tls_port())])
-            .args(["-servername", "localhost", "-verify_return_error"])
-            .arg("-CAfile")
-            .arg(tls.ca_file())
-            .args(if host == "localhost" {
-                ["-verify_hostname", host]
-            } else {
-                ["-verify_ip", host]
-            })
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && text.contains("Verify return code: 0 (ok)"),
-            "{host}: {text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    // A stop while a publisher is connected cuts it off (an outage), and a restart on the same
-    // port records the next session in a new file.
-    plain.stop();
-    assert!(
-        TcpStream::connect(("127.0.0.1", plain.port())).is_err(),
-        "stopped"
-    );
-    plain.restart();
-    let mut ffmpeg = encoder(&format!("{}/x", plain.url()), 20, "320x240", 1, "va");
-    let deadline = Instant::now() + LIMIT;
-    while plain.recordings().len() < 2 {
-        assert!(Instant::now() < deadline, "no second recording: {}", plain.log());
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    std::thread::sleep(Duration::from_secs(3));
-    plain.stop();
-    // ffmpeg succeeds only if it published its whole 20 s.
-    let (ok, _) = wait_child(&mut ffmpeg, LIMIT);
-    assert!(!ok, "the publisher was cut off by the stop");
-    let files = plain.recordings_of("x");
-    assert_eq!(files.len(), 2, "{files:?}");
-    let (video, _, _) = count_frames(files[1].to_str().unwrap());
-    assert!(
-        video >= 60,
-        "the second session was recorded up to the stop: {video}"
-    );
-
-    // The black hole takes connections and says nothing.
-    let hole = BlackHole::start();
-    let mut conn = TcpStream::connect(("127.0.0.1", hole.port())).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
-    std::io::Write::write_all(&mut conn, &[3; 1537]).unwrap();
-    let mut buf = [0u8; 1];
-    let read = conn.read(&mut buf);
-    assert!(
-        read.as_ref().is_err_and(|e| matches!(
-            e.kind(),
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-        )),
-        "no answer, connection still open: {read:?}"
-    );
-    assert_eq!(hole.accepted(), 1);
 }
