@@ -33,10 +33,6 @@ mod ingest;
 mod lifecycle;
 #[path = "e2e/logs.rs"]
 mod logs;
-#[path = "e2e/publisher.rs"]
-mod publisher;
-#[path = "e2e/rtmp_client.rs"]
-mod rtmp_client;
 #[path = "e2e/rtmp_limits.rs"]
 mod rtmp_limits;
 #[path = "e2e/simulcast.rs"]

@@ -1,28 +1,17 @@
 //! Recordings: every live session becomes an MP4 asset that holds every published frame, plays
 //! everywhere (moov before mdat), and survives the server being killed mid-stream.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::hls::wait_until;
-use crate::publisher::{count_frames, encoder_with_copy, ffprobe, publish_url, wait_child};
-use crate::support::Server;
+use crate::support::hls::{hls_url, wait_segments};
+use crate::support::probe::{assert_decodes_cleanly, count_frames, video_size};
+use crate::support::publisher::{encoder_with_copy, publish_url, small_encoder, wait_child};
+use crate::support::recordings::{download, wait_archives};
+use crate::support::{Options, Server};
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-/// The stream's recordings, once there are `count`.
-pub(crate) fn wait_archives(server: &Server, id: &str, count: usize) -> Vec<Value> {
-    wait_until(
-        || {
-            let list = server.get(&format!("/live_streams/{id}/archives"));
-            list.assert_status(200);
-            let list = list.data().as_array().unwrap().clone();
-            (list.len() >= count).then_some(list)
-        },
-        LIMIT,
-    )
-}
 
 /// The top-level boxes of an MP4 file, in order.
 fn top_level_boxes(data: &[u8]) -> Vec<String> {
@@ -40,32 +29,6 @@ fn top_level_boxes(data: &[u8]) -> Vec<String> {
     }
     assert_eq!(at, data.len(), "boxes cover the file exactly");
     boxes
-}
-
-/// `ffmpeg -v error -i FILE -f null -` succeeds without a word.
-pub(crate) fn assert_decodes_cleanly(file: &std::path::Path) {
-    let decode = std::process::Command::new("ffmpeg")
-        .args(["-v", "error", "-i", file.to_str().unwrap(), "-f", "null", "-"])
-        .output()
-        .unwrap();
-    assert!(
-        decode.status.success() && decode.stderr.is_empty(),
-        "ffmpeg decodes {} with errors: {}",
-        file.display(),
-        String::from_utf8_lossy(&decode.stderr)
-    );
-}
-
-pub(crate) fn download(url: &str, to: &std::path::Path) -> Vec<u8> {
-    let res = reqwest::blocking::get(url).unwrap();
-    assert_eq!(res.status(), 200, "{url}");
-    assert_eq!(res.headers()["content-type"], "video/mp4");
-    assert_eq!(res.headers()["access-control-allow-origin"], "*");
-    let length: usize = res.headers()["content-length"].to_str().unwrap().parse().unwrap();
-    let data = res.bytes().unwrap().to_vec();
-    assert_eq!(data.len(), length);
-    std::fs::write(to, &data).unwrap();
-    data
 }
 
 #[test]
@@ -159,10 +122,8 @@ fn a_recording_cut_by_sigkill_is_finalized_and_listed_at_the_next_start() {
     let copy = work.path().join("published.flv");
     let mut ffmpeg = encoder_with_copy(&publish_url(&s), 30, "640x360", 2, &copy);
     server.wait_status(&id, "active", LIMIT);
-    let live_since = Instant::now();
-    while live_since.elapsed() < Duration::from_secs(20) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // Twenty seconds live: many fragments recorded, the last one unfinished.
+    std::thread::sleep(Duration::from_secs(20));
     server.kill(); // SIGKILL: no chance to finalize
     // What had been published when the server died (ffmpeg goes on writing its own copy).
     let snapshot = work.path().join("at-kill.flv");
@@ -189,19 +150,6 @@ fn a_recording_cut_by_sigkill_is_finalized_and_listed_at_the_next_start() {
         "{}",
         server.log()
     );
-}
-
-/// Width and height of the video in a media file, by ffprobe.
-pub(crate) fn video_size(path: &std::path::Path) -> String {
-    let args = [
-        "-select_streams",
-        "v",
-        "-show_entries",
-        "stream=width,height",
-        "-of",
-        "csv=p=0",
-    ];
-    ffprobe(&args, path.to_str().unwrap()).trim().to_owned()
 }
 
 #[test]
@@ -253,15 +201,16 @@ fn a_reconnect_continues_the_recording_and_a_new_resolution_starts_another() {
 
 #[test]
 fn without_disk_space_the_stream_stays_live_and_nothing_is_recorded() {
-    let server = Server::start_with(crate::support::Options {
-        env: vec![("OXCAST__ARCHIVE__MIN_FREE_BYTES".into(), (1u64 << 62).to_string())],
-        ..crate::support::Options::default()
-    });
+    let never_enough = (1u64 << 62).to_string();
+    let server = Server::start_with(Options::env(&[(
+        "OXCAST__ARCHIVE__MIN_FREE_BYTES",
+        &never_enough,
+    )]));
     let s = server.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 1}));
     let id = s["id"].as_str().unwrap();
-    let url = crate::hls::hls_url(&s);
-    let mut ffmpeg = crate::publisher::small_encoder(&publish_url(&s), 5);
-    crate::hls::wait_segments(&url, 2, LIMIT);
+    let url = hls_url(&s);
+    let mut ffmpeg = small_encoder(&publish_url(&s), 5);
+    wait_segments(&url, 2, LIMIT);
     let (ok, err) = wait_child(&mut ffmpeg, LIMIT);
     assert!(ok, "the publish went on: {err}");
     server.wait_status(id, "idle", LIMIT);
@@ -279,7 +228,7 @@ fn a_graceful_shutdown_finalizes_the_recording_before_exiting() {
     let mut server = Server::start();
     let s = server.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 30}));
     let id = s["id"].as_str().unwrap().to_owned();
-    let mut ffmpeg = crate::publisher::small_encoder(&publish_url(&s), 30);
+    let mut ffmpeg = small_encoder(&publish_url(&s), 30);
     server.wait_status(&id, "active", LIMIT);
     std::thread::sleep(Duration::from_secs(5));
     let status = server.signal_and_wait("TERM");
@@ -314,7 +263,7 @@ fn a_changed_public_id_names_the_next_recording_and_the_old_one_stays() {
         .unwrap();
     let first_id = archive_output["public_id"].as_str().unwrap().to_owned();
     let record = || {
-        let mut ffmpeg = crate::publisher::small_encoder(&publish_url(&s), 3);
+        let mut ffmpeg = small_encoder(&publish_url(&s), 3);
         let (ok, err) = wait_child(&mut ffmpeg, LIMIT);
         assert!(ok, "{err}");
         server.wait_status(id, "idle", LIMIT);

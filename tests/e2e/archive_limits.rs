@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use crate::archive::{assert_decodes_cleanly, download, video_size, wait_archives};
-use crate::hls::{fetch_playlist, hls_url, wait_until};
-use crate::publisher::{count_frames, encode_flv};
-use crate::rtmp_client::{Publisher, flv_tags};
-use crate::support::Server;
+use crate::support::hls::{hls_url, wait_playlist};
+use crate::support::probe::{assert_decodes_cleanly, count_frames, video_size};
+use crate::support::publisher::encode_flv;
+use crate::support::recordings::{download, wait_archives};
+use crate::support::rtmp_client::{Publisher, flv_tags};
+use crate::support::{Server, wait_until};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -143,7 +144,7 @@ fn codec_configuration_changes_at_every_keyframe_make_at_most_two_recordings_a_m
             break;
         }
         assert_eq!(server.status(&id), "active");
-        let listing = wait_until(|| fetch_playlist(&url), LIMIT);
+        let listing = wait_playlist(&url, "served", LIMIT, |_| true);
         let last = listing.sequence + listing.segments.len() as u64;
         if let Some(before) = newest {
             assert!(
@@ -162,14 +163,17 @@ fn codec_configuration_changes_at_every_keyframe_make_at_most_two_recordings_a_m
     // Every recording finalized, then listed.
     let recording_dir = server.dir.join("archive/recording");
     wait_until(
-        || {
-            let parts = std::fs::read_dir(&recording_dir).unwrap().filter(|e| {
-                let name = e.as_ref().unwrap().file_name();
-                name.to_str().unwrap().ends_with(".mp4.part")
-            });
-            (parts.count() == 0).then_some(())
-        },
+        "every recording finalized",
         LIMIT,
+        Duration::from_millis(200),
+        || {
+            let parts: Vec<_> = std::fs::read_dir(&recording_dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .filter(|name| name.to_str().unwrap().ends_with(".mp4.part"))
+                .collect();
+            if parts.is_empty() { Ok(()) } else { Err(parts) }
+        },
     );
     let archives = wait_archives(&server, &id, 1);
     let started: Vec<&Value> = archives.iter().map(|a| &a["created_at"]).collect();

@@ -4,15 +4,16 @@
 //! `play_mp4.mjs`, dependencies pinned in its `package-lock.json`).
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::archive::wait_archives;
-use crate::hls::{hls_url, wait_segments};
-use crate::publisher::{encoder, publish_url, wait_child};
 use crate::support::Server;
+use crate::support::hls::{fetch_playlist, hls_url, wait_segments};
+use crate::support::publisher::{encoder, publish_url, wait_child};
+use crate::support::recordings::wait_archives;
+use crate::support::tools::{command, require};
 
 const LIMIT: Duration = Duration::from_secs(60);
 /// How long the player may take to play the required seconds, start-up included.
@@ -28,18 +29,9 @@ fn browser_dir() -> PathBuf {
 /// Fails (never skips) with what to install when the player's tools are missing.
 fn require_player() -> PathBuf {
     let dir = browser_dir();
-    let node = Command::new("node")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status();
-    assert!(
-        node.is_ok_and(|s| s.success()),
-        "node is not installed: install Node.js 20 (Debian: `apt-get install nodejs npm`)"
-    );
-    assert!(
-        std::path::Path::new("/usr/bin/chromium").exists(),
-        "/usr/bin/chromium is missing: `apt-get install chromium` (scripts/test installs it)"
-    );
+    require("node");
+    // The path `tests/browser/chromium.mjs` launches.
+    require("/usr/bin/chromium");
     assert!(
         dir.join("node_modules/playwright-core").is_dir() && dir.join("node_modules/hls.js").is_dir(),
         "{}/node_modules is missing: run `npm ci --prefix tests/browser` (scripts/test runs it)",
@@ -60,7 +52,7 @@ fn play(dir: &std::path::Path, url: &str) -> (bool, Value, String) {
 /// Runs the player `script` with `args`; returns its exit success, its JSON report (its last
 /// stdout line that is one) and its stderr.
 fn run_player(dir: &std::path::Path, script: &str, args: &[&str]) -> (bool, Value, String) {
-    let out = Command::new("node")
+    let out = command("node")
         .arg(dir.join(script))
         .args(args)
         .current_dir(dir)
@@ -95,9 +87,7 @@ fn hls_js_in_headless_chromium_plays_the_live_stream() {
     let took = started.elapsed();
     let _ = ffmpeg.kill();
     let _ = ffmpeg.wait();
-    let playlist = crate::hls::fetch_playlist(&url)
-        .map(|l| l.text)
-        .unwrap_or_default();
+    let playlist = fetch_playlist(&url).map(|l| l.text).unwrap_or_default();
     let context = format!(
         "report: {report:#}\nplay_hls.mjs stderr:\n{stderr}\nplaylist before playback:\n{}\nplaylist now:\n{playlist}",
         listing.text
@@ -123,7 +113,6 @@ fn hls_js_in_headless_chromium_plays_the_live_stream() {
     );
 }
 
-/// The stream's recordings, once there are `count` (as in `archive.rs`).
 /// Seconds the recording lasts (what is published).
 const RECORDED_SEC: u32 = 12;
 

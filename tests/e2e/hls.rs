@@ -1,183 +1,45 @@
 //! Live HLS from a real encoder: ffmpeg publishes to `input.uri`, players read the `default hls`
 //! output's `uri`. Checked with ffprobe/ffmpeg and, for the TS itself, the `mpeg2ts` crate.
 
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use mpeg2ts::ts::{ReadTsPacket, TsPacketReader, TsPayload};
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::publisher::{encoder, publish_url, wait_child};
-use crate::support::Server;
+use crate::support::hls::{
+    check_playlist_and_segments, fetch_playlist, hls_url, wait_ended, wait_playlist, wait_segments,
+};
+use crate::support::probe::ffprobe;
+use crate::support::publisher::{encoder, publish_url, small_encoder, wait_child};
+use crate::support::tools::command;
+use crate::support::{Options, Server, wait_until};
 
 const LIMIT: Duration = Duration::from_secs(60);
+const POLL: Duration = Duration::from_millis(200);
 
-/// The `default hls` output's URL.
-pub fn hls_url(stream: &Value) -> String {
-    let outputs = stream["outputs"].as_array().unwrap();
-    let hls = outputs.iter().find(|o| o["type"] == "hls").unwrap();
-    hls["uri"].as_str().unwrap().to_owned()
-}
-
-pub struct Listing {
-    pub text: String,
-    pub target: u64,
-    pub sequence: u64,
-    /// (duration, URI relative to the playlist, preceded by EXT-X-DISCONTINUITY)
-    pub segments: Vec<(f64, String, bool)>,
-    pub ended: bool,
-}
-
-/// Fetches and parses a media playlist, checking the headers players rely on.
-pub fn fetch_playlist(url: &str) -> Option<Listing> {
-    let res = reqwest::blocking::get(url).unwrap();
-    if res.status() == 404 {
-        return None;
-    }
-    assert_eq!(res.status(), 200);
-    let headers = res.headers().clone();
-    assert_eq!(headers["content-type"], "application/vnd.apple.mpegurl");
-    assert_eq!(headers["access-control-allow-origin"], "*");
-    assert!(headers["cache-control"].to_str().unwrap().contains("max-age=1"));
-    let text = res.text().unwrap();
-    assert!(text.starts_with("#EXTM3U\n"), "{text}");
-    let mut listing = Listing {
-        text: text.clone(),
-        target: 0,
-        sequence: 0,
-        segments: Vec::new(),
-        ended: false,
-    };
-    let mut duration = None;
-    let mut discontinuity = false;
-    for line in text.lines() {
-        if let Some(v) = line.strip_prefix("#EXT-X-TARGETDURATION:") {
-            listing.target = v.parse().unwrap();
-        } else if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
-            listing.sequence = v.parse().unwrap();
-        } else if let Some(v) = line.strip_prefix("#EXTINF:") {
-            duration = Some(v.trim_end_matches(',').parse::<f64>().unwrap());
-        } else if line == "#EXT-X-DISCONTINUITY" {
-            discontinuity = true;
-        } else if line == "#EXT-X-ENDLIST" {
-            listing.ended = true;
-        } else if !line.starts_with('#') && !line.is_empty() {
-            listing.segments.push((
-                duration.take().expect("EXTINF before each URI"),
-                line.to_owned(),
-                discontinuity,
-            ));
-            discontinuity = false;
-        }
-    }
-    Some(listing)
-}
-
-/// Waits until the playlist lists at least `count` segments.
-pub fn wait_segments(url: &str, count: usize, limit: Duration) -> Listing {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(listing) = fetch_playlist(url).filter(|l| l.segments.len() >= count) {
-            return listing;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "playlist {url} has fewer than {count} segments after {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// RFC 8216 rules on one version of the playlist, and every segment fetched and read: PAT and
-/// PMT first, then a PES that opens with a keyframe.
-pub fn check_playlist_and_segments(url: &str, listing: &Listing) {
-    let base = url.rsplit_once('/').unwrap().0;
-    for (i, (duration, uri, _)) in listing.segments.iter().enumerate() {
-        assert!(
-            duration.round() as u64 <= listing.target,
-            "EXTINF {duration} over target {}",
-            listing.target
-        );
-        let expected = format!(
-            "{}{}.ts",
-            uri.rsplit_once('/').unwrap().0.to_owned() + "/",
-            listing.sequence + i as u64
-        );
-        assert_eq!(uri, &expected, "segment URIs follow the media sequence");
-        let res = reqwest::blocking::get(format!("{base}/{uri}")).unwrap();
-        assert_eq!(res.status(), 200, "listed segment {uri} is fetchable");
-        assert_eq!(res.headers()["content-type"], "video/mp2t");
-        let data = res.bytes().unwrap();
-        check_segment(&data);
-    }
-}
-
-/// Reads a segment with an independent TS reader.
-pub fn check_segment(data: &[u8]) {
-    assert_eq!(data.len() % 188, 0);
-    let mut reader = TsPacketReader::new(data);
-    let first = reader.read_ts_packet().unwrap().unwrap();
-    assert!(
-        matches!(first.payload, Some(TsPayload::Pat(_))),
-        "segment starts with PAT"
-    );
-    let second = reader.read_ts_packet().unwrap().unwrap();
-    let Some(TsPayload::Pmt(pmt)) = second.payload else {
-        panic!("then PMT")
-    };
-    // H.264 in the program: the segment's first PES must be a video keyframe, whatever else it holds.
-    let has_video = pmt
-        .es_info
-        .iter()
-        .any(|es| es.stream_type == mpeg2ts::es::StreamType::H264);
-    let first_pes = std::iter::from_fn(|| reader.read_ts_packet().unwrap())
-        .find(|p| matches!(p.payload, Some(TsPayload::PesStart(_))))
-        .expect("a segment holds media");
-    let Some(TsPayload::PesStart(pes)) = &first_pes.payload else {
-        unreachable!()
-    };
-    if has_video {
-        assert_eq!(pes.header.stream_id.as_u8(), 0xE0, "the first PES is video");
-        let random_access = first_pes
-            .adaptation_field
-            .as_ref()
-            .is_some_and(|a| a.random_access_indicator);
-        assert!(random_access, "the first video PES is a keyframe");
-    }
-}
-
+/// `codec,width,height` of each stream the playlist carries.
 fn probe_streams(url: &str) -> String {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
+    ffprobe(
+        &[
             "-show_entries",
             "stream=codec_name,width,height",
             "-of",
             "csv=p=0",
-            url,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ffprobe {url}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+        ],
+        url,
+    )
 }
 
 /// Decodes the whole (ended) playlist; returns ffmpeg's stderr (empty when all is well) and the
 /// number of video frames decoded.
 fn decode(url: &str) -> (String, u64) {
-    let out = Command::new("ffmpeg")
+    let out = command("ffmpeg")
         .args([
             "-v", "error", "-nostdin", "-i", url, "-map", "0:v:0", "-f", "null", "-",
         ])
         .output()
         .unwrap();
     let errors = String::from_utf8_lossy(&out.stderr).into_owned();
-    let frames = Command::new("ffprobe")
+    let frames = command("ffprobe")
         .args([
             "-v",
             "error",
@@ -235,7 +97,7 @@ fn a_published_stream_plays_as_hls_while_live_and_ends_cleanly() {
     let (ok, err) = wait_child(&mut ffmpeg, LIMIT);
     assert!(ok, "{err}");
     server.wait_status(id, "idle", LIMIT);
-    let ended = wait_until(|| fetch_playlist(&url).filter(|l| l.ended), LIMIT);
+    let ended = wait_ended(&url, LIMIT);
     assert!(ended.sequence > live.sequence, "the window slid");
     assert_eq!(ended.segments.len(), 6, "window of 6: {}", ended.text);
     check_playlist_and_segments(&url, &ended);
@@ -305,17 +167,6 @@ fn a_published_stream_plays_as_hls_while_live_and_ends_cleanly() {
     }
 }
 
-pub fn wait_until<T>(mut f: impl FnMut() -> Option<T>, limit: Duration) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "condition not met within {limit:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[test]
 fn a_reconnect_within_the_idle_timeout_continues_one_playlist_with_a_discontinuity() {
     let server = Server::start();
@@ -359,10 +210,9 @@ fn an_unknown_key_does_not_disturb_a_live_stream_and_a_takeover_keeps_it_playing
     let (first_ok, _) = wait_child(&mut first, LIMIT);
     assert!(!first_ok, "the first encoder was disconnected");
     assert!(wait_child(&mut second, LIMIT).0);
-    let taken = wait_until(
-        || fetch_playlist(&url).filter(|l| l.segments.iter().any(|s| s.2)),
-        LIMIT,
-    );
+    let taken = wait_playlist(&url, "a discontinuity where the takeover starts", LIMIT, |l| {
+        l.segments.iter().any(|s| s.2)
+    });
     check_playlist_and_segments(&url, &taken);
 }
 
@@ -418,10 +268,8 @@ fn deleting_a_stream_removes_its_playlist() {
     let (ok, err) = wait_child(&mut encoder(&publish_url(&s), 3, "320x240", 1, "va"), LIMIT);
     assert!(ok, "{err}");
     server.wait_status(id, "idle", LIMIT);
-    assert!(
-        wait_until(|| fetch_playlist(&url).filter(|l| l.ended), LIMIT).ended,
-        "the ended playlist is served"
-    );
+    // The ended playlist is served until the stream is deleted.
+    wait_ended(&url, LIMIT);
     server.delete(&format!("/live_streams/{id}")).assert_ok_message();
     assert!(
         fetch_playlist(&url).is_none(),
@@ -431,22 +279,21 @@ fn deleting_a_stream_removes_its_playlist() {
 
 #[test]
 fn an_ended_playlist_is_served_for_keep_after_end_sec_then_removed() {
-    let server = Server::start_with(crate::support::Options {
-        env: vec![("OXCAST__HLS__KEEP_AFTER_END_SEC".into(), "3".into())],
-        ..crate::support::Options::default()
-    });
+    let server = Server::start_with(Options::env(&[("OXCAST__HLS__KEEP_AFTER_END_SEC", "3")]));
     let s = server.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 1}));
     let id = s["id"].as_str().unwrap();
     let url = hls_url(&s);
-    let mut ffmpeg = crate::publisher::small_encoder(&publish_url(&s), 4);
+    let mut ffmpeg = small_encoder(&publish_url(&s), 4);
     let (ok, err) = wait_child(&mut ffmpeg, LIMIT);
     assert!(ok, "{err}");
     server.wait_status(id, "idle", LIMIT);
-    let ended = wait_until(|| fetch_playlist(&url).filter(|l| l.ended), LIMIT);
+    let ended = wait_ended(&url, LIMIT);
     let base = url.rsplit_once('/').unwrap().0;
     let segment = format!("{base}/{}", ended.segments[0].1);
     assert_eq!(reqwest::blocking::get(&segment).unwrap().status(), 200);
     // Then both go: 404, as for a stream that never published.
-    wait_until(|| fetch_playlist(&url).is_none().then_some(()), LIMIT);
+    wait_until("the ended playlist to be removed", LIMIT, POLL, || {
+        fetch_playlist(&url).map_or(Ok(()), Err)
+    });
     assert_eq!(reqwest::blocking::get(&segment).unwrap().status(), 404);
 }

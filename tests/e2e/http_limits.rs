@@ -11,22 +11,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::archive::wait_archives;
-use crate::hls::{fetch_playlist, hls_url, wait_segments, wait_until};
-use crate::publisher::{publish_url, require, small_encoder, wait_child};
-use crate::support::{BIN, Options, Server, free_port};
+use crate::support::hls::{fetch_playlist, hls_url, wait_ended, wait_segments};
+use crate::support::publisher::{publish_url, small_encoder, wait_child};
+use crate::support::recordings::wait_archives;
+use crate::support::tools::command;
+use crate::support::{BIN, Options, Server, poll_until, wait_until};
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-fn with_env(vars: &[(&str, &str)]) -> Options {
-    Options {
-        env: vars
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-        args: Vec::new(),
-    }
-}
+const POLL: Duration = Duration::from_millis(200);
 
 /// Raises this process's open-file limit to its hard limit, which must allow `needed` files.
 fn raise_own_open_file_limit(needed: u64) {
@@ -140,7 +132,7 @@ fn read_response(conn: &mut TcpStream) -> (String, Vec<u8>) {
 fn two_thousand_silent_connections_are_closed_by_the_header_timeout_and_block_nothing() {
     // 2,000 sockets here, and as many in the server, which inherits the same hard limit.
     raise_own_open_file_limit(2500);
-    let server = Server::start_with(with_env(&[
+    let server = Server::start_with(Options::env(&[
         ("OXCAST__HTTP__HEADER_TIMEOUT_SEC", "8"),
         ("OXCAST__HTTP__KEEP_ALIVE_TIMEOUT_SEC", "8"),
     ]));
@@ -191,7 +183,7 @@ fn two_thousand_silent_connections_are_closed_by_the_header_timeout_and_block_no
 
 #[test]
 fn a_request_head_trickled_a_byte_a_second_is_closed_by_the_header_timeout() {
-    let server = Server::start_with(with_env(&[
+    let server = Server::start_with(Options::env(&[
         ("OXCAST__HTTP__HEADER_TIMEOUT_SEC", "3"),
         ("OXCAST__HTTP__KEEP_ALIVE_TIMEOUT_SEC", "3"),
     ]));
@@ -223,7 +215,7 @@ fn a_request_head_trickled_a_byte_a_second_is_closed_by_the_header_timeout() {
 fn an_idle_kept_alive_connection_is_closed_after_the_keep_alive_timeout() {
     // The header timeout (which also runs between requests) is an hour: only the keep-alive
     // timeout can close this connection within the test's deadline.
-    let server = Server::start_with(with_env(&[
+    let server = Server::start_with(Options::env(&[
         ("OXCAST__HTTP__HEADER_TIMEOUT_SEC", "3600"),
         ("OXCAST__HTTP__KEEP_ALIVE_TIMEOUT_SEC", "2"),
     ]));
@@ -243,8 +235,7 @@ fn an_idle_kept_alive_connection_is_closed_after_the_keep_alive_timeout() {
 
 /// Publishes `seconds` of incompressible 320x240 video at real time: about 2 MB a second.
 fn noise_encoder(url: &str, seconds: u32) -> Child {
-    require("ffmpeg", "ffmpeg");
-    Command::new("ffmpeg")
+    command("ffmpeg")
         .args(["-v", "error", "-nostdin", "-re"])
         .args([
             "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", "320x240", "-r", "30",
@@ -260,7 +251,7 @@ fn noise_encoder(url: &str, seconds: u32) -> Child {
 
 #[test]
 fn a_player_that_stops_reading_a_recording_is_dropped_after_the_write_timeout() {
-    let server = Server::start_with(with_env(&[("OXCAST__HTTP__WRITE_TIMEOUT_SEC", "2")]));
+    let server = Server::start_with(Options::env(&[("OXCAST__HTTP__WRITE_TIMEOUT_SEC", "2")]));
     let s = server.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 1}));
     let id = s["id"].as_str().unwrap();
     let (ok, err) = wait_child(&mut noise_encoder(&publish_url(&s), 8), LIMIT);
@@ -290,10 +281,14 @@ fn a_player_that_stops_reading_a_recording_is_dropped_after_the_write_timeout() 
     assert!(head.contains(&format!("content-length: {size}\r\n")), "{head}");
 
     // The player stops reading. The server says why it lets go.
-    wait_until(
-        || server.log().contains("http.write_timeout_sec").then_some(()),
-        LIMIT,
-    );
+    wait_until("the write timeout in the log", LIMIT, POLL, || {
+        let log = server.log();
+        if log.contains("http.write_timeout_sec") {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    });
     let mut rest = 0u64;
     loop {
         match player.read(&mut buf) {
@@ -313,7 +308,7 @@ fn a_player_that_stops_reading_a_recording_is_dropped_after_the_write_timeout() 
 
 #[test]
 fn connections_over_the_per_address_cap_get_a_503_that_names_the_setting() {
-    let server = Server::start_with(with_env(&[
+    let server = Server::start_with(Options::env(&[
         ("OXCAST__HTTP__MAX_CONNECTIONS_PER_IP", "2"),
         ("OXCAST__HTTP__HEADER_TIMEOUT_SEC", "60"),
     ]));
@@ -375,7 +370,7 @@ fn bytes_read(pid: i32) -> u64 {
 #[test]
 fn a_range_of_a_retired_segment_is_read_from_its_file_and_not_the_whole_file() {
     // Short segments and a short window, so that segments retire within seconds.
-    let server = Server::start_with(with_env(&[
+    let server = Server::start_with(Options::env(&[
         ("OXCAST__HLS__SEGMENT_DURATION_SEC", "1"),
         ("OXCAST__HLS__WINDOW", "2"),
     ]));
@@ -385,7 +380,7 @@ fn a_range_of_a_retired_segment_is_read_from_its_file_and_not_the_whole_file() {
     let (ok, err) = wait_child(&mut small_encoder(&publish_url(&s), 8), LIMIT);
     assert!(ok, "{err}");
     server.wait_status(id, "idle", LIMIT);
-    let ended = wait_until(|| fetch_playlist(&url).filter(|l| l.ended), LIMIT);
+    let ended = wait_ended(&url, LIMIT);
     // The segment that left the window last: retired, and fetchable for a while yet.
     let sequence = ended.sequence - 1;
     let file = server.dir.join("hls").join(id).join(format!("{sequence}.ts"));
@@ -394,17 +389,19 @@ fn a_range_of_a_retired_segment_is_read_from_its_file_and_not_the_whole_file() {
 
     // Once its memory is let go, the whole segment is read from the file, byte for byte.
     let pid = server.pid();
-    let on_disk = wait_until(
-        || {
-            let on_disk = std::fs::read(&file).ok()?;
-            let before = bytes_read(pid);
-            let whole = client.get(&segment_url).send().unwrap();
-            assert_eq!(whole.status(), 200, "{segment_url}");
-            assert_eq!(whole.bytes().unwrap(), on_disk);
-            (bytes_read(pid) - before >= on_disk.len() as u64).then_some(on_disk)
-        },
-        LIMIT,
-    );
+    let on_disk = wait_until("the segment to be served from its file", LIMIT, POLL, || {
+        let on_disk = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let before = bytes_read(pid);
+        let whole = client.get(&segment_url).send().unwrap();
+        assert_eq!(whole.status(), 200, "{segment_url}");
+        assert_eq!(whole.bytes().unwrap(), on_disk);
+        let read = bytes_read(pid) - before;
+        if read >= on_disk.len() as u64 {
+            Ok(on_disk)
+        } else {
+            Err(format!("{read} bytes read from files to serve it"))
+        }
+    });
 
     let before = bytes_read(pid);
     let part = client
@@ -435,8 +432,8 @@ fn the_open_file_limit_is_raised_to_the_hard_limit_and_caps_that_do_not_fit_are_
     let mut child = Command::new("sh")
         .args(["-c", "ulimit -S -n 256 && exec \"$0\"", BIN])
         .env("OXCAST__STORAGE__DIR", tmp.path().join("data"))
-        .env("OXCAST__HTTP__LISTEN", format!("127.0.0.1:{}", free_port()))
-        .env("OXCAST__RTMP__LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("OXCAST__HTTP__LISTEN", "127.0.0.1:0")
+        .env("OXCAST__RTMP__LISTEN", "127.0.0.1:0")
         .env("OXCAST__HTTP__MAX_CONNECTIONS", "100000000")
         .env("OXCAST__ARCHIVE__MIN_FREE_BYTES", (64u64 << 20).to_string())
         .env("RUST_LOG", "info")
@@ -446,8 +443,12 @@ fn the_open_file_limit_is_raised_to_the_hard_limit_and_caps_that_do_not_fit_are_
         .spawn()
         .unwrap();
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    let found = std::panic::catch_unwind(|| {
-        wait_until(|| log().contains("HTTP listening").then_some(()), LIMIT);
+    let found = poll_until(LIMIT, POLL, || {
+        if log().contains("HTTP listening") {
+            Ok(())
+        } else {
+            Err(())
+        }
     });
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
     let _ = child.kill();

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::publisher::{publish_url, small_encoder, wait_child};
-use crate::rtmp_client::{LOCALHOST, Publisher, connect_from, handshake};
+use crate::support::publisher::{publish_url, small_encoder, wait_child};
+use crate::support::rtmp_client::{LOCALHOST, Publisher, connect_from, handshake};
 use crate::support::{Options, Server};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -61,10 +61,7 @@ fn an_unknown_key_is_refused_and_the_encoder_is_told_why() {
 
 #[test]
 fn a_client_that_says_nothing_is_disconnected() {
-    let server = Server::start_with(Options {
-        env: vec![("OXCAST__RTMP__HANDSHAKE_TIMEOUT_SEC".into(), "1".into())],
-        ..Options::default()
-    });
+    let server = Server::start_with(Options::env(&[("OXCAST__RTMP__HANDSHAKE_TIMEOUT_SEC", "1")]));
     let mut silent = TcpStream::connect(("127.0.0.1", server.rtmp_port)).unwrap();
     silent.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let started = Instant::now();
@@ -117,10 +114,7 @@ fn handshake_only(port: u16) -> TcpStream {
 
 #[test]
 fn a_connection_that_sends_no_media_is_closed_after_the_no_media_timeout() {
-    let server = Server::start_with(Options {
-        env: vec![("OXCAST__RTMP__NO_MEDIA_TIMEOUT_SEC".into(), "1".into())],
-        ..Options::default()
-    });
+    let server = Server::start_with(Options::env(&[("OXCAST__RTMP__NO_MEDIA_TIMEOUT_SEC", "1")]));
     let mut idle = handshake_only(server.rtmp_port);
     let started = Instant::now();
     let mut buf = [0u8; 16];
@@ -137,10 +131,7 @@ fn a_connection_that_sends_no_media_is_closed_after_the_no_media_timeout() {
 
 #[test]
 fn connections_over_the_cap_are_closed_and_the_first_one_is_served() {
-    let server = Server::start_with(Options {
-        env: vec![("OXCAST__RTMP__MAX_CONNECTIONS".into(), "1".into())],
-        ..Options::default()
-    });
+    let server = Server::start_with(Options::env(&[("OXCAST__RTMP__MAX_CONNECTIONS", "1")]));
     let mut first = handshake_only(server.rtmp_port);
     let mut second = TcpStream::connect(("127.0.0.1", server.rtmp_port)).unwrap();
     second.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -165,10 +156,7 @@ fn an_encoder_that_stops_publishing_but_stays_connected_is_heard() {
     // publisher, then its FCUnpublish/deleteStream) is read all the same: the stream goes idle
     // although the connection stays open. The no-media timeout is out of reach, so only the
     // unpublish can end the session.
-    let server = Server::start_with(Options {
-        env: vec![("OXCAST__RTMP__NO_MEDIA_TIMEOUT_SEC".into(), "300".into())],
-        ..Options::default()
-    });
+    let server = Server::start_with(Options::env(&[("OXCAST__RTMP__NO_MEDIA_TIMEOUT_SEC", "300")]));
     let s = server.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 1}));
     let id = s["id"].as_str().unwrap();
     let mut publisher = Publisher::start(

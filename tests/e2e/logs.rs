@@ -5,10 +5,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::destination::Destination;
-use crate::hls::wait_until;
-use crate::publisher::{encoder, publish_url, wait_child};
-use crate::support::{Options, Server};
+use crate::support::destination::Destination;
+use crate::support::publisher::{encoder, publish_url, wait_child};
+use crate::support::{Options, Server, wait_until};
 
 /// The crates whose lines belong to a stream once it is published, by the target `tracing`
 /// prints before each message.
@@ -29,13 +28,10 @@ fn target(line: &str) -> Option<&str> {
 #[test]
 fn every_line_of_a_published_streams_tasks_carries_its_stream_id() {
     let mut destination = Destination::start();
-    let server = Server::start_with(Options {
-        env: vec![(
-            "OXCAST__SIMULCAST__ALLOW_PRIVATE_DESTINATIONS".to_owned(),
-            "true".to_owned(),
-        )],
-        args: Vec::new(),
-    });
+    let server = Server::start_with(Options::env(&[(
+        "OXCAST__SIMULCAST__ALLOW_PRIVATE_DESTINATIONS",
+        "true",
+    )]));
     // A new stream has HLS and archive outputs; a relay makes the fourth task.
     let s = server.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 2}));
     let id = s["id"].as_str().unwrap().to_owned();
@@ -49,13 +45,19 @@ fn every_line_of_a_published_streams_tasks_carries_its_stream_id() {
     server.wait_status(&id, "idle", Duration::from_secs(30));
     // The playlist has ended and the recording is finalized: every task has spoken.
     let log = wait_until(
+        "every task's lines, the playlist's end and the recording's finalizing",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
         || {
             let log = server.log();
             let seen = STREAM_TARGETS.map(|t| log.lines().any(|l| target(l) == Some(t)));
             let ended = log.contains("HLS playlist ended") && log.contains("recording finalized");
-            (seen.iter().all(|s| *s) && ended).then_some(log)
+            if seen.iter().all(|s| *s) && ended {
+                Ok(log)
+            } else {
+                Err(log)
+            }
         },
-        Duration::from_secs(30),
     );
     destination.stop();
 

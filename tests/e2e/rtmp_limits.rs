@@ -12,12 +12,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::json;
 
-use crate::hls::{fetch_playlist, hls_url, wait_until};
-use crate::publisher::{encode_flv, encoder, publish_url, wait_child};
-use crate::rtmp_client::{LOCALHOST, Publisher, connect_from, flv_tags, handshake, message};
-use crate::support::{Options, Server};
+use crate::support::hls::{fetch_playlist, hls_url, wait_playlist};
+use crate::support::publisher::{encode_flv, encoder, publish_url, wait_child};
+use crate::support::rtmp_client::{LOCALHOST, Publisher, connect_from, flv_tags, handshake, message};
+use crate::support::tools::{command, run};
+use crate::support::{Options, Server, wait_until};
 
 const LIMIT: Duration = Duration::from_secs(60);
+const POLL: Duration = Duration::from_millis(100);
 const OTHER_HOST: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 
 /// A `VmRSS`/`VmHWM`-style field of /proc/PID/status, in bytes.
@@ -50,7 +52,7 @@ impl Honest {
         let s = server.create_stream(json!({"name": "honest", "input": {"type": "rtmp"}}));
         let encoder = encoder(&publish_url(&s), seconds, "320x240", 1, "va");
         let url = hls_url(&s);
-        wait_until(|| fetch_playlist(&url).filter(|l| !l.segments.is_empty()), LIMIT);
+        wait_playlist(&url, "a first segment", LIMIT, |l| !l.segments.is_empty());
         let stop = Arc::new(AtomicBool::new(false));
         let player = {
             let stop = Arc::clone(&stop);
@@ -172,10 +174,7 @@ fn amf0_bombs_from_strangers_and_key_holders_are_shed() {
 
 #[test]
 fn one_address_holding_its_pending_cap_leaves_others_able_to_publish() {
-    let server = Server::start_with(Options {
-        env: vec![("OXCAST__RTMP__PUBLISH_TIMEOUT_SEC".into(), "30".into())],
-        ..Options::default()
-    });
+    let server = Server::start_with(Options::env(&[("OXCAST__RTMP__PUBLISH_TIMEOUT_SEC", "30")]));
     let s = server.create_stream(json!({"input": {"type": "rtmp"}}));
     let key = s["input"]["stream_key"].as_str().unwrap();
     // 127.0.0.1 opens far more connections than its cap (64 by default) and never publishes.
@@ -212,13 +211,10 @@ fn one_address_holding_its_pending_cap_leaves_others_able_to_publish() {
 
 #[test]
 fn a_connection_that_talks_but_never_publishes_is_closed_at_its_deadline() {
-    let server = Server::start_with(Options {
-        env: vec![
-            ("OXCAST__RTMP__PUBLISH_TIMEOUT_SEC".into(), "3".into()),
-            ("OXCAST__RTMP__NO_MEDIA_TIMEOUT_SEC".into(), "300".into()),
-        ],
-        ..Options::default()
-    });
+    let server = Server::start_with(Options::env(&[
+        ("OXCAST__RTMP__PUBLISH_TIMEOUT_SEC", "3"),
+        ("OXCAST__RTMP__NO_MEDIA_TIMEOUT_SEC", "300"),
+    ]));
     let mut socket = connect_from(LOCALHOST, server.rtmp_port).unwrap();
     handshake(&mut socket).unwrap();
     // Progress that used to restart the timers: a connect, then an unknown command every 300 ms.
@@ -235,17 +231,17 @@ fn a_connection_that_talks_but_never_publishes_is_closed_at_its_deadline() {
     chatter.push(0x00);
     chatter.extend_from_slice(&2f64.to_be_bytes());
     chatter.push(0x05);
-    let started = Instant::now();
-    let closed = loop {
-        if std::io::Write::write_all(&mut socket, &message(3, 20, 0, 0, &chatter, 128)).is_err() {
-            break true;
-        }
-        if started.elapsed() > Duration::from_secs(30) {
-            break false;
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    };
-    assert!(closed, "the server closed the talking connection");
+    let chatter = message(3, 20, 0, 0, &chatter, 128);
+    let every = Duration::from_millis(300);
+    wait_until(
+        "the server to close the talking connection",
+        LIMIT,
+        every,
+        || match std::io::Write::write_all(&mut socket, &chatter) {
+            Err(e) => Ok(e),
+            Ok(()) => Err("it still takes bytes"),
+        },
+    );
     assert!(
         server
             .log()
@@ -372,21 +368,17 @@ fn absurd_timestamps_leave_a_playable_stream() {
     );
     let log = server.log();
     assert!(log.contains("timestamps jumped"), "{log}");
-    let out = std::process::Command::new("ffmpeg")
-        .args([
-            "-v",
-            "error",
-            "-live_start_index",
-            "0",
-            "-i",
-            &url,
-            "-f",
-            "null",
-            "-",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    run(command("ffmpeg").args([
+        "-v",
+        "error",
+        "-live_start_index",
+        "0",
+        "-i",
+        &url,
+        "-f",
+        "null",
+        "-",
+    ]));
 }
 
 /// A connection that published with a key is no stranger: it may unpublish and publish again on
@@ -394,10 +386,7 @@ fn absurd_timestamps_leave_a_playable_stream() {
 /// rtmp.publish_timeout_sec).
 #[test]
 fn a_publisher_may_publish_again_on_its_connection_after_the_publish_deadline() {
-    let server = Server::start_with(Options {
-        env: vec![("OXCAST__RTMP__PUBLISH_TIMEOUT_SEC".into(), "2".into())],
-        ..Options::default()
-    });
+    let server = Server::start_with(Options::env(&[("OXCAST__RTMP__PUBLISH_TIMEOUT_SEC", "2")]));
     let s = server.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 1}));
     let (id, key) = (
         s["id"].as_str().unwrap(),
@@ -418,13 +407,11 @@ fn a_publisher_may_publish_again_on_its_connection_after_the_publish_deadline() 
 /// first one goes on.
 #[test]
 fn messages_in_progress_on_all_connections_share_one_budget() {
-    let server = Server::start_with(Options {
-        env: vec![(
-            "OXCAST__RTMP__PARTIAL_MESSAGES_BUDGET_BYTES".into(),
-            (1 << 20).to_string(),
-        )],
-        ..Options::default()
-    });
+    let budget = (1 << 20).to_string();
+    let server = Server::start_with(Options::env(&[(
+        "OXCAST__RTMP__PARTIAL_MESSAGES_BUDGET_BYTES",
+        &budget,
+    )]));
     let start = |name: &str| {
         let s = server.create_stream(json!({"name": name, "input": {"type": "rtmp"}}));
         Publisher::start(
@@ -442,21 +429,25 @@ fn messages_in_progress_on_all_connections_share_one_budget() {
     first.raw(first_half).unwrap();
     let mut second = start("second");
     second.raw(first_half).unwrap();
-    let refused = wait_until(
-        || {
-            let log = server.log();
-            log.contains("server-wide budget for messages in progress")
-                .then_some(log)
-        },
-        LIMIT,
-    );
+    let refused = wait_until("the budget refusal in the log", LIMIT, POLL, || {
+        let log = server.log();
+        if log.contains("server-wide budget for messages in progress") {
+            Ok(log)
+        } else {
+            Err(log)
+        }
+    });
     assert!(refused.contains("RTMP protocol error"), "{refused}");
     // The second connection is closed; the first finishes its message and publishes on.
-    let closed = (0..50).any(|_| {
-        std::thread::sleep(Duration::from_millis(100));
-        second.raw(second_half).is_err()
-    });
-    assert!(closed, "the connection over the budget is closed");
+    wait_until(
+        "the connection over the budget to be closed",
+        LIMIT,
+        POLL,
+        || match second.raw(second_half) {
+            Err(e) => Ok(e),
+            Ok(()) => Err("it still takes bytes"),
+        },
+    );
     first.raw(second_half).unwrap();
     first.video(40, &inter_frame(1000)).unwrap();
     first.finish();

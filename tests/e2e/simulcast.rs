@@ -13,10 +13,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use crate::destination::{BlackHole, Destination};
-use crate::hls::{fetch_playlist, hls_url, wait_until};
-use crate::publisher::{count_frames, encoder, encoder_with_copy, ffprobe, publish_url, wait_child};
-use crate::support::{Options, Server};
+use crate::support::destination::{BlackHole, Destination};
+use crate::support::hls::{fetch_playlist, hls_url};
+use crate::support::probe::{count_frames, ffprobe};
+use crate::support::publisher::{encoder, encoder_with_copy, publish_url, wait_child};
+use crate::support::{Options, Server, wait_until};
 
 /// Bound on every wait; the tests poll every [`POLL`].
 const LIMIT: Duration = Duration::from_secs(60);
@@ -280,15 +281,14 @@ fn assert_recorded_everything(destination: &Destination, key: &str, source: (u64
 }
 
 fn wait_outputs_idle(server: &Server, id: &str) {
-    wait_until(
-        || {
-            simulcast_outputs(server, id)
-                .values()
-                .all(|o| o["status"] == "idle")
-                .then_some(())
-        },
-        LIMIT,
-    );
+    wait_until(&format!("stream {id}'s relays to be idle"), LIMIT, POLL, || {
+        let outputs = simulcast_outputs(server, id);
+        if outputs.values().all(|o| o["status"] == "idle") {
+            Ok(())
+        } else {
+            Err(outputs)
+        }
+    });
 }
 
 /// Total size of some files: a recording that grows while a relay sends to it.
@@ -522,13 +522,10 @@ fn a_destination_that_drops_comes_back_and_the_others_see_no_gap() {
     watch.assert_live_throughout(&ob);
 
     server.wait_status(id, "idle", LIMIT);
-    wait_until(
-        || {
-            hls.poll(&url);
-            hls.ended.then_some(())
-        },
-        LIMIT,
-    );
+    wait_until("the playlist to end", LIMIT, POLL, || {
+        hls.poll(&url);
+        if hls.ended { Ok(()) } else { Err(hls.sequence) }
+    });
     wait_outputs_idle(&server, id);
     a.stop();
     b.stop();
@@ -706,15 +703,13 @@ fn simulcast_outputs_can_be_added_and_deleted_while_live() {
                     .assert_error(404, "live stream output not found");
                 assert!(!watch.poll().contains_key(oid), "deleted outputs are not listed");
                 // Deleted takes effect at once: A's recording stops growing while the publish goes on.
-                let deadline = Instant::now() + LIMIT;
-                loop {
-                    let before = total_size(&a.recordings_of("a"));
-                    std::thread::sleep(Duration::from_secs(3));
-                    if total_size(&a.recordings_of("a")) == before {
-                        break;
-                    }
-                    assert!(Instant::now() < deadline, "A's recording still grows");
-                }
+                let mut size = total_size(&a.recordings_of("a"));
+                let every = Duration::from_secs(3);
+                std::thread::sleep(every);
+                wait_until("A's recording to stop growing", LIMIT, every, || {
+                    let before = std::mem::replace(&mut size, total_size(&a.recordings_of("a")));
+                    if size == before { Ok(()) } else { Err(size) }
+                });
                 assert!(
                     ffmpeg.try_wait().unwrap().is_none(),
                     "A's recording stopped growing before the publish ended, not with it"

@@ -23,6 +23,15 @@ fn first_start_prints_how_to_connect_and_the_generated_credentials_once() {
         "{out}"
     );
     assert!(out.contains(&key) && out.contains(&secret), "{out}");
+    // The server was told port 0 for both listeners (and in both public URLs): it names the ports
+    // it got, which are the ones that answered.
+    assert!(
+        out.contains(&format!(
+            "Listening    HTTP 127.0.0.1:{}, RTMP 127.0.0.1:{}",
+            server.http_port, server.rtmp_port
+        )),
+        "{out}"
+    );
     let mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(server.dir.join("api-credentials"))
             .unwrap()
@@ -41,14 +50,11 @@ fn first_start_prints_how_to_connect_and_the_generated_credentials_once() {
 
 #[test]
 fn configured_credentials_are_used_and_not_stored() {
-    let options = Options {
-        env: vec![
-            ("OXCAST__API__KEY".into(), "my-key".into()),
-            ("OXCAST__API__SECRET".into(), "my-secret".into()),
-            ("OXCAST__API__CLOUD_NAME".into(), "demo".into()),
-        ],
-        args: Vec::new(),
-    };
+    let options = Options::env(&[
+        ("OXCAST__API__KEY", "my-key"),
+        ("OXCAST__API__SECRET", "my-secret"),
+        ("OXCAST__API__CLOUD_NAME", "demo"),
+    ]);
     let server = Server::start_with(options);
     assert!(!server.dir.join("api-credentials").exists());
     let r = server.send(
@@ -221,11 +227,7 @@ fn a_request_in_flight_at_shutdown_is_finished() {
     .unwrap();
     conn.flush().unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &server.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    server.signal("TERM");
     std::thread::sleep(Duration::from_millis(300));
     conn.write_all(rest.as_bytes()).unwrap();
     let mut reply = Vec::new();

@@ -1,5 +1,24 @@
-//! Starting the server and talking to it.
+//! What the tests share: starting the server and talking to it, waiting, the external tools, and
+//! (in the submodules) the clients and destinations the tests drive. Test modules import from here
+//! and never from each other.
 
+// Submodules by path: this file is loaded by `#[path]`, whose submodules would be looked up beside it.
+#[path = "support/destination.rs"]
+pub mod destination;
+#[path = "support/hls.rs"]
+pub mod hls;
+#[path = "support/probe.rs"]
+pub mod probe;
+#[path = "support/publisher.rs"]
+pub mod publisher;
+#[path = "support/recordings.rs"]
+pub mod recordings;
+#[path = "support/rtmp_client.rs"]
+pub mod rtmp_client;
+#[path = "support/tools.rs"]
+pub mod tools;
+
+use std::fmt::Debug;
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -15,13 +34,68 @@ use serde_json::Value;
 /// The binary under test, built by cargo for this test run.
 pub const BIN: &str = env!("CARGO_BIN_EXE_oxcast");
 
-/// A free loopback port (the OS picked it; we release it for the server to take).
+/// How long the server may take to start, and a process to exit once told to.
+const START_LIMIT: Duration = Duration::from_secs(30);
+
+/// Calls `check` every `every` until it returns `Ok`, and returns that value; after `limit`,
+/// returns the last `Err`: what `check` saw instead. For a caller that acts on a timeout itself
+/// (kills what it waited for, escalates a signal); every other wait is [`wait_until`].
+pub fn poll_until<T, S>(
+    limit: Duration,
+    every: Duration,
+    mut check: impl FnMut() -> Result<T, S>,
+) -> Result<T, S> {
+    let deadline = Instant::now() + limit;
+    loop {
+        match check() {
+            Ok(value) => return Ok(value),
+            Err(seen) if Instant::now() >= deadline => return Err(seen),
+            Err(_) => std::thread::sleep(every),
+        }
+    }
+}
+
+/// Calls `check` every `every` until it returns `Ok`, and returns that value. After `limit` it
+/// panics, naming `what` was awaited and the last thing `check` saw instead (its `Err`).
+pub fn wait_until<T, S: Debug>(
+    what: &str,
+    limit: Duration,
+    every: Duration,
+    check: impl FnMut() -> Result<T, S>,
+) -> T {
+    poll_until(limit, every, check)
+        .unwrap_or_else(|seen| panic!("waited {limit:?} for {what}; last seen: {seen:#?}"))
+}
+
+/// A free loopback port, for a program that must be told its port before it starts (nginx): the
+/// OS picked it, and it is released for that program to take, so another may take it first; such
+/// a program is started again on a new port when it cannot bind. The server under test takes
+/// port 0 instead and says which port it got.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Sends a signal (`TERM`, `INT`, `QUIT`, `KILL`) to a process, or to a process group when
+/// `group` is true.
+pub fn signal(pid: u32, name: &str, group: bool) -> rustix::io::Result<()> {
+    use rustix::process::{Pid, Signal, kill_process, kill_process_group};
+    let signal = match name {
+        "TERM" => Signal::TERM,
+        "INT" => Signal::INT,
+        "QUIT" => Signal::QUIT,
+        "KILL" => Signal::KILL,
+        other => panic!("signal {other}: add it here"),
+    };
+    let pid = Pid::from_raw(i32::try_from(pid).unwrap()).expect("a process id is positive");
+    if group {
+        kill_process_group(pid, signal)
+    } else {
+        kill_process(pid, signal)
+    }
 }
 
 /// A running `oxcast` process.
@@ -32,7 +106,7 @@ pub struct Server {
     pub http_port: u16,
     pub rtmp_port: u16,
     stdout: Arc<Mutex<String>>,
-    env: Vec<(String, String)>,
+    options: Options,
     client: Client,
 }
 
@@ -45,63 +119,77 @@ pub struct Options {
     pub args: Vec<String>,
 }
 
+impl Options {
+    /// Options with these environment variables and no arguments.
+    pub fn env(vars: &[(&str, &str)]) -> Options {
+        Options {
+            env: vars
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            args: Vec::new(),
+        }
+    }
+}
+
+/// The ports the server listens on, as its ready file names them.
+#[derive(Clone, Copy)]
+struct Ports {
+    http: u16,
+    rtmp: u16,
+}
+
 impl Server {
     pub fn start() -> Server {
         Self::start_with(Options::default())
     }
 
+    /// Starts the server on ports it picks (port 0), which it names in its ready file.
     pub fn start_with(options: Options) -> Server {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("data");
-        let mut server = Self::spawn(dir, free_port(), free_port(), options);
+        let mut server = Self::spawn(dir, None, options);
         server._tmp = Some(tmp);
         server
     }
 
-    /// Starts the server again on the same data directory and ports, as an operator would.
+    /// Starts the server again on the same data directory and ports, with the same arguments and
+    /// environment, as an operator would.
     pub fn restart(mut self) -> Server {
         assert!(self.child.is_none(), "stop the server before restarting it");
         let tmp = self._tmp.take();
-        let options = Options {
-            env: std::mem::take(&mut self.env),
-            args: Vec::new(),
+        let ports = Ports {
+            http: self.http_port,
+            rtmp: self.rtmp_port,
         };
-        let mut next = Self::spawn(self.dir.clone(), self.http_port, self.rtmp_port, options);
+        let mut next = Self::spawn(self.dir.clone(), Some(ports), self.options.clone());
         next._tmp = tmp;
         next
     }
 
-    fn spawn(dir: PathBuf, http_port: u16, rtmp_port: u16, options: Options) -> Server {
-        let mut env = vec![
-            (
-                "OXCAST__HTTP__LISTEN".to_owned(),
-                format!("127.0.0.1:{http_port}"),
-            ),
-            (
-                "OXCAST__RTMP__LISTEN".to_owned(),
-                format!("127.0.0.1:{rtmp_port}"),
-            ),
-            (
-                "OXCAST__PUBLIC__HTTP_URL".to_owned(),
-                format!("http://127.0.0.1:{http_port}"),
-            ),
-            (
-                "OXCAST__PUBLIC__RTMP_URL".to_owned(),
-                format!("rtmp://127.0.0.1:{rtmp_port}"),
-            ),
-            ("OXCAST__STORAGE__DIR".to_owned(), dir.display().to_string()),
+    /// Starts `oxcast` on `ports`, or on ports of its choosing (port 0), and waits until it serves.
+    fn spawn(dir: PathBuf, ports: Option<Ports>, options: Options) -> Server {
+        let (http, rtmp) = ports.map_or((0, 0), |p| (p.http, p.rtmp));
+        // A public URL with port 0 names the port bound.
+        let env = [
+            ("OXCAST__HTTP__LISTEN", format!("127.0.0.1:{http}")),
+            ("OXCAST__RTMP__LISTEN", format!("127.0.0.1:{rtmp}")),
+            ("OXCAST__PUBLIC__HTTP_URL", format!("http://127.0.0.1:{http}")),
+            ("OXCAST__PUBLIC__RTMP_URL", format!("rtmp://127.0.0.1:{rtmp}")),
+            ("OXCAST__STORAGE__DIR", dir.display().to_string()),
             // Test machines may have little free disk; the recordings here are a few MB.
-            (
-                "OXCAST__ARCHIVE__MIN_FREE_BYTES".to_owned(),
-                (64 << 20).to_string(),
-            ),
+            ("OXCAST__ARCHIVE__MIN_FREE_BYTES", (64 << 20).to_string()),
         ];
-        env.extend(options.env);
         std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
+        let ready_file = dir.with_extension("ready.json");
+        let _ = std::fs::remove_file(&ready_file);
         let log = std::fs::File::create(dir.with_extension("log")).unwrap();
         let mut child = Command::new(BIN)
             .args(&options.args)
-            .envs(env.iter().cloned())
+            .arg("--ready-file")
+            .arg(&ready_file)
+            .envs(env)
+            .envs(options.env.iter().cloned())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -126,36 +214,45 @@ impl Server {
             child: Some(child),
             dir,
             _tmp: None,
-            http_port,
-            rtmp_port,
+            http_port: http,
+            rtmp_port: rtmp,
             stdout,
-            env,
+            options,
             client,
         };
-        server.wait_ready();
+        let bound = wait_until("oxcast to write its ready file", START_LIMIT, POLL_START, || {
+            server.assert_running();
+            read_ready_file(&ready_file)
+        });
+        if let Some(asked) = ports {
+            assert_eq!(
+                (bound.http, bound.rtmp),
+                (asked.http, asked.rtmp),
+                "the ports asked for"
+            );
+        }
+        (server.http_port, server.rtmp_port) = (bound.http, bound.rtmp);
+        wait_until(
+            "oxcast to answer /healthz with 200",
+            START_LIMIT,
+            POLL_START,
+            || {
+                server.assert_running();
+                let health = server.client.get(server.url("/healthz")).send();
+                match health {
+                    Ok(r) if r.status() == 200 => Ok(()),
+                    Ok(r) => Err(r.status().to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            },
+        );
         server
     }
 
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if self
-                .client
-                .get(self.url("/healthz"))
-                .send()
-                .is_ok_and(|r| r.status() == 200)
-            {
-                return;
-            }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("oxcast exited with {status} before it was ready:\n{}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "oxcast not ready after 30 s:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
+    /// Panics, with the log, if the process has exited.
+    fn assert_running(&mut self) {
+        if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+            panic!("oxcast exited with {status}:\n{}", self.log());
         }
     }
 
@@ -192,32 +289,26 @@ impl Server {
         child.wait().unwrap();
     }
 
-    /// Sends a signal and waits for the process to exit.
-    pub fn signal_and_wait(&mut self, signal: &str) -> ExitStatus {
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), &self.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        self.wait_exit(Duration::from_secs(30))
+    /// Sends a signal (`TERM`, `INT`) and waits for the process to exit.
+    pub fn signal_and_wait(&mut self, name: &str) -> ExitStatus {
+        self.signal(name);
+        self.wait_exit(START_LIMIT)
+    }
+
+    /// Sends a signal (`TERM`, `INT`), and does not wait.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().unwrap().id();
+        signal(pid, name, false).unwrap_or_else(|e| panic!("SIG{name} to oxcast: {e}"));
     }
 
     /// Waits for the process to exit by itself.
     pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
         let child = self.child.as_mut().unwrap();
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                self.child = None;
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "oxcast still running after {limit:?}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let status = wait_until("oxcast to exit", limit, POLL_START, || {
+            child.try_wait().unwrap().ok_or("still running")
+        });
+        self.child = None;
+        status
     }
 
     /// An admin request under the contract's base path, with the right credentials.
@@ -290,19 +381,32 @@ impl Server {
 
     /// Polls a stream until its status is `want`, or panics after `limit`.
     pub fn wait_status(&self, id: &str, want: &str, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        loop {
+        wait_until(&format!("stream {id} to be {want}"), limit, POLL_STATUS, || {
             let status = self.status(id);
-            if status == want {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "stream {id} still {status} after {limit:?}, want {want}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            if status == want { Ok(()) } else { Err(status) }
+        });
     }
+}
+
+/// How often the tests look at a process or a port coming up.
+const POLL_START: Duration = Duration::from_millis(20);
+/// How often [`Server::wait_status`] asks.
+const POLL_STATUS: Duration = Duration::from_millis(50);
+
+/// The ports in the server's ready file, once it is there (it is written whole, by a rename).
+fn read_ready_file(path: &Path) -> Result<Ports, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let json: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("ready file {text:?}: {e}"));
+    let port = |key: &str| {
+        let port = json[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no {key} in the ready file: {text}"));
+        u16::try_from(port).unwrap()
+    };
+    Ok(Ports {
+        http: port("http_port"),
+        rtmp: port("rtmp_port"),
+    })
 }
 
 impl Drop for Server {
@@ -412,12 +516,13 @@ pub fn is_hex32(s: &str) -> bool {
 }
 
 /// Runs the binary until it exits by itself (for start-up failures), returning its status, stdout
-/// and stderr. Panics if it is still running after 20 s.
+/// and stderr. Panics if it is still running after 20 s. Its HTTP listener takes a free port
+/// (port 0) unless `env` says otherwise; the RTMP one is left to the configuration under test.
 pub fn run_to_exit(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) {
     let mut child = Command::new(BIN)
         .args(args)
         .env("OXCAST__STORAGE__DIR", dir.join("data"))
-        .env("OXCAST__HTTP__LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("OXCAST__HTTP__LISTEN", "127.0.0.1:0")
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -433,20 +538,16 @@ pub fn run_to_exit(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (ExitStat
     };
     let out = read(Box::new(child.stdout.take().unwrap()));
     let err = read(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "oxcast {args:?} {env:?} kept running; expected it to exit\n{}",
-                err.join().unwrap()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let exited = poll_until(Duration::from_secs(20), POLL_START, || {
+        child.try_wait().unwrap().ok_or(())
+    });
+    let Ok(status) = exited else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "oxcast {args:?} {env:?} kept running; expected it to exit\n{}",
+            err.join().unwrap()
+        );
     };
     (status, out.join().unwrap(), err.join().unwrap())
 }

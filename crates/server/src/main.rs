@@ -2,11 +2,12 @@
 //! HTTP API, prints how to connect, and shuts down gracefully on SIGINT/SIGTERM.
 
 mod credentials;
+mod listeners;
 mod open_files;
 mod outputs;
 mod settings;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use oxcast_ingest::IngestConfig;
 use tokio_util::sync::CancellationToken;
 
 use crate::credentials::Origin;
+use crate::listeners::Bound;
 use crate::settings::Settings;
 
 /// Live-video server: RTMP in; HLS, MP4 recordings and RTMP relays out; a Live Streams admin API.
@@ -30,6 +32,10 @@ struct Cli {
     /// A TOML file of settings that override the built-in defaults (see config/default.toml).
     #[arg(long, value_name = "FILE", env = "OXCAST_CONFIG")]
     config: Option<PathBuf>,
+    /// Once both listeners are bound, write their addresses and ports to this file as JSON
+    /// (whole, by a rename): how a supervisor or a test learns the ports picked for a port of 0.
+    #[arg(long, value_name = "FILE")]
+    ready_file: Option<PathBuf>,
 }
 
 /// The RTMP application encoders publish to: the path of every stream's `input.uri`.
@@ -65,7 +71,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(settings)) {
+    match runtime.block_on(run(settings, cli.ready_file.as_deref())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("oxcast: {e:#}");
@@ -104,7 +110,7 @@ fn init_logging(filter: &str) {
         .init();
 }
 
-async fn run(settings: Settings) -> anyhow::Result<()> {
+async fn run(mut settings: Settings, ready_file: Option<&Path>) -> anyhow::Result<()> {
     let store = Store::open(&settings.storage_dir)?;
     let (credentials, origin) = credentials::resolve(settings.credentials.clone(), &settings.storage_dir)?;
     let hls_dir = settings.storage_dir.join("hls");
@@ -144,6 +150,12 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("rtmp.listen {}: cannot listen", settings.rtmp_listen))?;
     tracing::info!(addr = %rtmp.local_addr()?, "RTMP listening");
+    let bound = Bound {
+        http: http.local_addr()?,
+        rtmp: rtmp.local_addr()?,
+    };
+    settings.public_http_url = listeners::with_bound_port(&settings.public_http_url, bound.http.port());
+    settings.public_rtmp_url = listeners::with_bound_port(&settings.public_rtmp_url, bound.rtmp.port());
 
     let api = ApiConfig {
         cloud_name: settings.cloud_name.clone(),
@@ -151,7 +163,12 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         public_http_url: settings.public_http_url.clone(),
         credentials: credentials.clone(),
     };
-    print_banner(&settings, &credentials, &origin);
+    print_banner(&settings, &credentials, &origin, bound);
+    if let Some(path) = ready_file {
+        bound
+            .write_ready_file(path)
+            .with_context(|| format!("--ready-file {}: cannot write", path.display()))?;
+    }
 
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
@@ -217,7 +234,7 @@ async fn watch_signals(shutdown: CancellationToken) {
     }
 }
 
-fn print_banner(settings: &Settings, credentials: &oxcast_api::Credentials, origin: &Origin) {
+fn print_banner(settings: &Settings, credentials: &oxcast_api::Credentials, origin: &Origin, bound: Bound) {
     let api_base = format!("{}/v2/video/{}", settings.public_http_url, settings.cloud_name);
     let (secret, user) = match origin {
         Origin::Generated(path) => (
@@ -244,6 +261,7 @@ fn print_banner(settings: &Settings, credentials: &oxcast_api::Credentials, orig
          \n  API secret   {secret}\
          \n  RTMP ingest  {rtmp}/streams   (in OBS: Server = a stream's input.uri, Stream Key = its stream_key)\
          \n  HLS          {http}/{cloud}/video/live/live_stream_<id>_hls.m3u8   (a stream's default hls output uri)\
+         \n  Listening    HTTP {http_addr}, RTMP {rtmp_addr}\
          \n\nCreate a stream:\
          \n  curl -u {user} -H 'Content-Type: application/json' -d '{{\"input\":{{\"type\":\"rtmp\"}}}}' {api_base}/live_streams\n",
         version = env!("CARGO_PKG_VERSION"),
@@ -251,5 +269,7 @@ fn print_banner(settings: &Settings, credentials: &oxcast_api::Credentials, orig
         rtmp = settings.public_rtmp_url,
         http = settings.public_http_url,
         cloud = settings.cloud_name,
+        http_addr = bound.http,
+        rtmp_addr = bound.rtmp,
     );
 }
