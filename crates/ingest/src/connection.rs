@@ -15,6 +15,9 @@ use tokio_util::sync::CancellationToken;
 use crate::listener::IngestConfig;
 use crate::low_water::{LowWater, ReceiveLowWater};
 
+#[cfg(test)]
+mod tests;
+
 /// A socket write that takes longer than this means the encoder stopped reading.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
