@@ -90,7 +90,7 @@ pub async fn serve(
 
 /// The span every log line of one connection carries; `stream_id` is filled in when a publish is
 /// accepted.
-fn connection_span(peer: SocketAddr) -> tracing::Span {
+pub(crate) fn connection_span(peer: SocketAddr) -> tracing::Span {
     // Process-wide, so a conn_id names one connection in the whole log.
     static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
     let conn_id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);

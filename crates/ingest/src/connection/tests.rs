@@ -2,7 +2,7 @@
 //! with the RTMP client an encoder would be. Time is paused: a deadline passes when nothing else
 //! can happen, so no test waits for a clock.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use oxcast_core::model::INGEST_APP;
 use oxcast_core::{
@@ -11,6 +11,7 @@ use oxcast_core::{
 use oxcast_rtmp::{ClientConfig, ClientEvent, ClientSession, ServerConfig};
 use tokio::io::DuplexStream;
 use tokio::task::JoinHandle;
+use tracing::Instrument as _;
 
 use super::*;
 
@@ -88,10 +89,9 @@ impl Ingest {
         let session = ServerSession::new(self.config.session);
         let connection = Connection::new(server, self.registry.clone(), self.config.clone(), session, slot);
         let shutdown = self.shutdown.clone();
-        (
-            encoder,
-            tokio::spawn(async move { connection.serve(&shutdown).await }),
-        )
+        let span = crate::listener::connection_span(SocketAddr::from((Ipv4Addr::LOCALHOST, 50_000)));
+        let task = tokio::spawn(async move { connection.serve(&shutdown).await }.instrument(span));
+        (encoder, task)
     }
 
     /// An encoder with `key` on a new connection.
@@ -322,4 +322,84 @@ async fn shutdown_closes_a_publishing_connection() {
     ingest.shutdown.cancel();
     assert!(encoder.is_closed().await);
     task.await.unwrap();
+}
+
+/// What the connections log, as the server's log shows it.
+#[derive(Clone, Default)]
+struct Log(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Log {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Log {
+    fn lines(&self) -> Vec<String> {
+        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+        text.lines().map(str::to_owned).collect()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_publishing_connections_lines_name_the_connection_and_the_stream() {
+    let log = Log::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+    let ingest = Ingest::new();
+    let stream = ingest.stream().await;
+    let (mut refused, task) = ingest.encoder("not-the-key");
+    let _ = refused.publish().await;
+    task.await.unwrap();
+    let (mut encoder, task) = ingest.encoder(stream.stream_key.as_str());
+    encoder.publish().await.unwrap();
+    encoder.session.unpublish().unwrap();
+    encoder.send().await.unwrap();
+    drop(encoder);
+    task.await.unwrap();
+
+    let lines = log.lines();
+    let line = |what: &str| {
+        lines
+            .iter()
+            .find(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("no {what:?} in {lines:#?}"))
+            .clone()
+    };
+    // Tests run side by side, and conn_ids count every connection of the process.
+    let conn_id = |line: &str| {
+        let (_, rest) = line
+            .split_once("conn_id=")
+            .unwrap_or_else(|| panic!("no conn_id: {line}"));
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let stream_id = format!("stream_id={}", stream.id);
+    let publishing = line("publishing");
+    for line in [&publishing, &line("unpublished")] {
+        assert!(line.contains(&stream_id), "{line}");
+        assert_eq!(line.matches("stream_id=").count(), 1, "{line}");
+        assert_eq!(conn_id(line), conn_id(&publishing));
+    }
+    let refusal = line("publish refused");
+    assert!(
+        refusal.contains("peer=127.0.0.1:") && !refusal.contains("stream_id"),
+        "{refusal}"
+    );
+    assert_ne!(
+        conn_id(&refusal),
+        conn_id(&publishing),
+        "each connection has its own id"
+    );
 }
