@@ -324,13 +324,26 @@ async fn shutdown_closes_a_publishing_connection() {
     task.await.unwrap();
 }
 
-/// What the connections log, as the server's log shows it.
+/// What the connections of one test log, as the server's log shows it.
 #[derive(Clone, Default)]
 struct Log(Arc<std::sync::Mutex<Vec<u8>>>);
 
-impl std::io::Write for Log {
+thread_local! {
+    /// The log of the test running on this thread (a paused-time test runs its tasks on its own
+    /// thread), if it reads its log.
+    static THREAD_LOG: std::cell::RefCell<Option<Log>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Writes to the log of the test on the writing thread; other tests' lines go nowhere.
+struct ThreadLog;
+
+impl std::io::Write for ThreadLog {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
+        THREAD_LOG.with_borrow(|log| {
+            if let Some(log) = log {
+                log.0.lock().unwrap().extend_from_slice(buf);
+            }
+        });
         Ok(buf.len())
     }
 
@@ -340,6 +353,23 @@ impl std::io::Write for Log {
 }
 
 impl Log {
+    /// Collects what this thread logs from now on. One subscriber for the whole process: a
+    /// subscriber per test (`set_default`) races with the other tests' threads over which
+    /// call sites are enabled, and loses lines.
+    fn capture() -> Self {
+        static SUBSCRIBER: std::sync::Once = std::sync::Once::new();
+        SUBSCRIBER.call_once(|| {
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(|| ThreadLog)
+                .with_ansi(false)
+                .finish();
+            tracing::subscriber::set_global_default(subscriber).unwrap();
+        });
+        let log = Self::default();
+        THREAD_LOG.set(Some(log.clone()));
+        log
+    }
+
     fn lines(&self) -> Vec<String> {
         let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
         text.lines().map(str::to_owned).collect()
@@ -348,13 +378,7 @@ impl Log {
 
 #[tokio::test(start_paused = true)]
 async fn a_publishing_connections_lines_name_the_connection_and_the_stream() {
-    let log = Log::default();
-    let writer = log.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _default = tracing::subscriber::set_default(subscriber);
+    let log = Log::capture();
     let ingest = Ingest::new();
     let stream = ingest.stream().await;
     let (mut refused, task) = ingest.encoder("not-the-key");
