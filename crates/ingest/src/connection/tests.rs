@@ -94,6 +94,13 @@ impl Ingest {
         (encoder, task)
     }
 
+    /// An encoder publishing to `stream`, with its key, on a new connection.
+    async fn publisher(&self, stream: &LiveStream) -> (Encoder, JoinHandle<()>) {
+        let (mut encoder, task) = self.encoder(stream.stream_key.as_str());
+        encoder.publish().await.unwrap();
+        (encoder, task)
+    }
+
     /// An encoder with `key` on a new connection.
     fn encoder(&self, key: &str) -> (Encoder, JoinHandle<()>) {
         let (io, task) = self.connect();
@@ -210,8 +217,7 @@ async fn a_connect_to_another_application_is_refused_and_closed() {
 async fn a_publish_with_the_key_makes_the_stream_active() {
     let ingest = Ingest::new();
     let stream = ingest.stream().await;
-    let (mut encoder, _task) = ingest.encoder(stream.stream_key.as_str());
-    encoder.publish().await.unwrap();
+    let (_encoder, _task) = ingest.publisher(&stream).await;
     assert_eq!(ingest.status(&stream).await, Status::Active);
 }
 
@@ -228,8 +234,7 @@ async fn a_connection_that_never_publishes_is_closed_at_the_publish_deadline() {
 async fn the_publish_deadline_spares_a_publisher() {
     let ingest = Ingest::with(|c| c.publish_timeout = Duration::from_secs(10));
     let stream = ingest.stream().await;
-    let (mut encoder, _task) = ingest.encoder(stream.stream_key.as_str());
-    encoder.publish().await.unwrap();
+    let (mut encoder, _task) = ingest.publisher(&stream).await;
     assert!(
         !encoder.is_closed().await,
         "a publisher outlives the publish deadline"
@@ -241,10 +246,8 @@ async fn the_publish_deadline_spares_a_publisher() {
 async fn a_second_publisher_with_the_same_key_takes_over() {
     let ingest = Ingest::new();
     let stream = ingest.stream().await;
-    let (mut first, first_task) = ingest.encoder(stream.stream_key.as_str());
-    first.publish().await.unwrap();
-    let (mut second, _second_task) = ingest.encoder(stream.stream_key.as_str());
-    second.publish().await.unwrap();
+    let (mut first, first_task) = ingest.publisher(&stream).await;
+    let (mut second, _second_task) = ingest.publisher(&stream).await;
     assert!(first.is_closed().await, "the first publisher is disconnected");
     first_task.await.unwrap();
     // Past the idle timeout: the stream is still published, by the second encoder.
@@ -257,8 +260,7 @@ async fn a_second_publisher_with_the_same_key_takes_over() {
 async fn unpublishing_lets_the_stream_go_idle_after_its_idle_timeout() {
     let ingest = Ingest::new();
     let stream = ingest.stream().await;
-    let (mut encoder, _task) = ingest.encoder(stream.stream_key.as_str());
-    encoder.publish().await.unwrap();
+    let (mut encoder, _task) = ingest.publisher(&stream).await;
     encoder.session.unpublish().unwrap();
     encoder.send().await.unwrap();
     // The connection stays open; the stream waits its idle timeout for a publisher to come back.
@@ -317,8 +319,7 @@ async fn garbage_after_connecting_is_closed() {
 async fn shutdown_closes_a_publishing_connection() {
     let ingest = Ingest::new();
     let stream = ingest.stream().await;
-    let (mut encoder, task) = ingest.encoder(stream.stream_key.as_str());
-    encoder.publish().await.unwrap();
+    let (mut encoder, task) = ingest.publisher(&stream).await;
     ingest.shutdown.cancel();
     assert!(encoder.is_closed().await);
     task.await.unwrap();
@@ -384,8 +385,7 @@ async fn a_publishing_connections_lines_name_the_connection_and_the_stream() {
     let (mut refused, task) = ingest.encoder("not-the-key");
     let _ = refused.publish().await;
     task.await.unwrap();
-    let (mut encoder, task) = ingest.encoder(stream.stream_key.as_str());
-    encoder.publish().await.unwrap();
+    let (mut encoder, task) = ingest.publisher(&stream).await;
     encoder.session.unpublish().unwrap();
     encoder.send().await.unwrap();
     drop(encoder);
