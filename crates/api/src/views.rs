@@ -86,7 +86,7 @@ impl<'a> LiveStreamView<'a> {
             name: stream.name.as_deref(),
             input: InputView {
                 r#type: "rtmp",
-                uri: format!("{}/streams", config.public_rtmp_url),
+                uri: oxcast_core::model::ingest_uri(&config.public_rtmp_url),
                 stream_key: stream.stream_key.as_str(),
             },
             status: stream.status.as_str(),

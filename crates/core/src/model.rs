@@ -4,6 +4,15 @@ use std::fmt;
 
 use crate::ids::{OutputId, StreamId, StreamKey};
 
+/// The RTMP application encoders publish to: the path of every stream's `input.uri`.
+pub const INGEST_APP: &str = "streams";
+
+/// A stream's `input.uri`: the ingest application under the server's public RTMP URL (given
+/// without a trailing slash).
+pub fn ingest_uri(public_rtmp_url: &str) -> String {
+    format!("{public_rtmp_url}/{INGEST_APP}")
+}
+
 /// Whether a stream is live.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {

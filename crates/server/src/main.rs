@@ -38,9 +38,6 @@ struct Cli {
     ready_file: Option<PathBuf>,
 }
 
-/// The RTMP application encoders publish to: the path of every stream's `input.uri`.
-const INGEST_APP: &str = "streams";
-
 /// How long recordings may take to finalize at shutdown (the rest are finalized at the next start).
 const FINALIZE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -176,7 +173,7 @@ async fn run(mut settings: Settings, ready_file: Option<&Path>) -> anyhow::Resul
         rtmp,
         Arc::clone(&registry),
         IngestConfig {
-            app: INGEST_APP.to_owned(),
+            app: oxcast_core::model::INGEST_APP.to_owned(),
             handshake_timeout: settings.rtmp_handshake_timeout,
             no_media_timeout: settings.rtmp_no_media_timeout,
             publish_timeout: settings.rtmp_publish_timeout,
@@ -259,14 +256,14 @@ fn print_banner(settings: &Settings, credentials: &oxcast_api::Credentials, orig
          \n  Admin API    {api_base}   (HTTP Basic auth)\
          \n  API key      {key}\
          \n  API secret   {secret}\
-         \n  RTMP ingest  {rtmp}/streams   (in OBS: Server = a stream's input.uri, Stream Key = its stream_key)\
+         \n  RTMP ingest  {rtmp}   (in OBS: Server = a stream's input.uri, Stream Key = its stream_key)\
          \n  HLS          {http}/{cloud}/video/live/live_stream_<id>_hls.m3u8   (a stream's default hls output uri)\
          \n  Listening    HTTP {http_addr}, RTMP {rtmp_addr}\
          \n\nCreate a stream:\
          \n  curl -u {user} -H 'Content-Type: application/json' -d '{{\"input\":{{\"type\":\"rtmp\"}}}}' {api_base}/live_streams\n",
         version = env!("CARGO_PKG_VERSION"),
         key = credentials.key,
-        rtmp = settings.public_rtmp_url,
+        rtmp = oxcast_core::model::ingest_uri(&settings.public_rtmp_url),
         http = settings.public_http_url,
         cloud = settings.cloud_name,
         http_addr = bound.http,
