@@ -438,10 +438,11 @@ fn remove_unfinished(unfinished: &Unfinished) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Mutex, PoisonError};
+    use std::sync::Mutex;
 
     use bytes::Bytes;
     use oxcast_core::StreamBus;
+    use oxcast_core::sync::lock;
     use oxcast_media::{AacConfig, AvcConfig, Frame, MediaEvent, Track};
 
     use super::*;
@@ -452,7 +453,7 @@ mod tests {
     static FREE_BYTES: Mutex<Vec<(PathBuf, u64)>> = Mutex::new(Vec::new());
 
     pub(super) fn free_bytes(dir: &Path) -> Option<u64> {
-        let reported = FREE_BYTES.lock().unwrap_or_else(PoisonError::into_inner);
+        let reported = lock(&FREE_BYTES);
         reported
             .iter()
             .find(|(under, _)| dir.starts_with(under))
@@ -460,7 +461,7 @@ mod tests {
     }
 
     fn report_free_bytes(under: &Path, free: u64) {
-        let mut reported = FREE_BYTES.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut reported = lock(&FREE_BYTES);
         reported.retain(|(dir, _)| dir != under);
         reported.push((under.to_owned(), free));
     }

@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use oxcast_media::{AacConfig, AvcConfig, Frame, MediaEvent, Track};
 use tokio::sync::Notify;
 
+use crate::sync;
+
 /// What a stream's bus may hold for subscribers that fall behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BusLimits {
@@ -202,7 +204,7 @@ impl StreamBus {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // The state stays consistent even if a holder panicked: no update spans a panic point.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        sync::lock(&self.state)
     }
 
     fn send(&self, state: &mut State, event: BusEvent) {

@@ -11,10 +11,11 @@ pub mod ts;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use oxcast_core::sync::lock;
 use oxcast_core::{HlsSource, SegmentBody, StreamId, Subscriber};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -52,11 +53,6 @@ pub struct HlsOutputs {
 }
 
 type Playlists = Mutex<HashMap<StreamId, Arc<Mutex<Playlist>>>>;
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every update leaves the state whole, so a panic elsewhere does not make it unusable.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 impl HlsOutputs {
     /// Retired segments go to files under `spill_dir`; what a previous run left there is deleted

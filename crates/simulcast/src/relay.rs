@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use oxcast_core::sync::lock;
 use oxcast_core::{BusEvent, OutputId, RelayState, RelayStatus, StreamBus, StreamId, Subscriber};
 use oxcast_media::MediaEvent;
 use oxcast_rtmp::amf0::Value;
@@ -55,7 +56,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 impl Relay {
     fn update(&self, f: impl FnOnce(&mut RelayStatus)) {
-        f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
+        f(&mut lock(&self.status));
     }
 }
 
@@ -171,7 +172,7 @@ async fn publish(relay: &Relay, mut subscriber: Subscriber) -> Outcome {
         s.connected_at = Some(connected_at);
         s.bytes_sent += sent;
     });
-    let dropped_before = relay.status.lock().map_or(0, |s| s.dropped_frames);
+    let dropped_before = lock(&relay.status).dropped_frames;
     let mut timeline = Timeline::default();
     let mut metadata_sent = false;
     let live_failed = |error: String| Outcome::Failed {
