@@ -139,7 +139,7 @@ impl Archives {
 }
 
 /// Recordings' directory in the storage directory (the store's paths start with it).
-const ARCHIVE_DIR: &str = "archive";
+pub const ARCHIVE_DIR: &str = "archive";
 const RECORDING_DIR: &str = "recording";
 const PART_SUFFIX: &str = ".mp4.part";
 const PUBLIC_ID_SUFFIX: &str = ".public_id";
@@ -777,7 +777,10 @@ mod tests {
         );
         assert_eq!(std::fs::metadata(&part).unwrap().len(), recorded, "as it was");
         assert!(Unfinished::from_path(&part).is_some(), "with its public_id");
-        assert!(!storage.join("archive/shows").exists(), "no asset was started");
+        assert!(
+            !storage.join(ARCHIVE_DIR).join("shows").exists(),
+            "no asset was started"
+        );
 
         report_free_bytes(&storage, (1 << 20) + recorded);
         fixture.archives.recover().await;
