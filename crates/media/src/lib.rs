@@ -7,11 +7,13 @@ pub mod avc;
 pub mod flv;
 pub mod frame;
 pub mod timeline;
+pub mod tracks;
 
 pub use aac::AacConfig;
 pub use avc::AvcConfig;
 pub use frame::{Demuxer, Frame, MediaEvent, TimestampUnwrapper, Track};
-pub use timeline::{Jump, TimestampGuard};
+pub use timeline::{Jump, Rebaser, TimestampGuard};
+pub use tracks::Tracks;
 
 use thiserror::Error;
 
