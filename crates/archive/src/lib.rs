@@ -34,6 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use oxcast_core::clock::now_ms;
 use oxcast_core::durable;
 use oxcast_core::{Archive, Store, StreamId, Subscriber};
 use tokio_util::task::TaskTracker;
@@ -352,9 +353,7 @@ pub(crate) async fn finalize(config: &ArchiveConfig, store: &Store, unfinished: 
             return;
         }
     };
-    let version = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let version = now_ms() / 1000;
     let archive = Archive {
         public_id: unfinished.public_id.clone(),
         version,

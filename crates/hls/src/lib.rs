@@ -12,9 +12,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
+use oxcast_core::clock::now_ms;
 use oxcast_core::sync::lock;
 use oxcast_core::{HlsSource, SegmentBody, StreamId, Subscriber};
 use tokio_util::sync::CancellationToken;
@@ -85,9 +86,7 @@ impl HlsOutputs {
         let target_sec = self.config.segment_duration.as_secs().max(1);
         let playlist = {
             let mut playlists = lock(&self.playlists);
-            let clock = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
+            let clock = u64::try_from(now_ms() / 1000).unwrap_or(0);
             let previous = playlists.get(stream_id).map_or(0, |p| lock(p).next_sequence());
             let first = clock.max(previous);
             let playlist = Arc::new(Mutex::new(Playlist::with_memory_budget(
