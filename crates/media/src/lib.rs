@@ -1,6 +1,10 @@
 //! Oxcast's media model, without I/O: FLV audio/video tags as RTMP carries them (legacy and
 //! Enhanced RTMP), H.264 and AAC decoder configurations, codec strings, and the [`Frame`] every
 //! output consumes. Payloads stay `bytes::Bytes` slices of what the publisher sent.
+//!
+//! The rules every output applies to that media live here too, once: a stream's codec
+//! configurations and when they change ([`Tracks`]), sane timestamps ([`TimestampGuard`]), and a
+//! timeline that goes on across publishers ([`Rebaser`]).
 
 pub mod aac;
 pub mod avc;
