@@ -34,6 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use oxcast_core::clock::now_ms;
 use oxcast_core::durable;
 use oxcast_core::{Archive, Store, StreamId, Subscriber};
 use tokio_util::task::TaskTracker;
@@ -139,7 +140,7 @@ impl Archives {
 }
 
 /// Recordings' directory in the storage directory (the store's paths start with it).
-const ARCHIVE_DIR: &str = "archive";
+pub const ARCHIVE_DIR: &str = "archive";
 const RECORDING_DIR: &str = "recording";
 const PART_SUFFIX: &str = ".mp4.part";
 const PUBLIC_ID_SUFFIX: &str = ".public_id";
@@ -352,9 +353,7 @@ pub(crate) async fn finalize(config: &ArchiveConfig, store: &Store, unfinished: 
             return;
         }
     };
-    let version = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let version = now_ms() / 1000;
     let archive = Archive {
         public_id: unfinished.public_id.clone(),
         version,
@@ -438,10 +437,11 @@ fn remove_unfinished(unfinished: &Unfinished) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Mutex, PoisonError};
+    use std::sync::Mutex;
 
     use bytes::Bytes;
     use oxcast_core::StreamBus;
+    use oxcast_core::sync::lock;
     use oxcast_media::{AacConfig, AvcConfig, Frame, MediaEvent, Track};
 
     use super::*;
@@ -452,7 +452,7 @@ mod tests {
     static FREE_BYTES: Mutex<Vec<(PathBuf, u64)>> = Mutex::new(Vec::new());
 
     pub(super) fn free_bytes(dir: &Path) -> Option<u64> {
-        let reported = FREE_BYTES.lock().unwrap_or_else(PoisonError::into_inner);
+        let reported = lock(&FREE_BYTES);
         reported
             .iter()
             .find(|(under, _)| dir.starts_with(under))
@@ -460,7 +460,7 @@ mod tests {
     }
 
     fn report_free_bytes(under: &Path, free: u64) {
-        let mut reported = FREE_BYTES.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut reported = lock(&FREE_BYTES);
         reported.retain(|(dir, _)| dir != under);
         reported.push((under.to_owned(), free));
     }
@@ -776,7 +776,10 @@ mod tests {
         );
         assert_eq!(std::fs::metadata(&part).unwrap().len(), recorded, "as it was");
         assert!(Unfinished::from_path(&part).is_some(), "with its public_id");
-        assert!(!storage.join("archive/shows").exists(), "no asset was started");
+        assert!(
+            !storage.join(ARCHIVE_DIR).join("shows").exists(),
+            "no asset was started"
+        );
 
         report_free_bytes(&storage, (1 << 20) + recorded);
         fixture.archives.recover().await;

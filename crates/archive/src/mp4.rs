@@ -19,9 +19,6 @@ mod init;
 mod movie;
 mod recording;
 
-use std::sync::Arc;
-
-use oxcast_media::{AacConfig, AvcConfig};
 use thiserror::Error;
 
 pub use finalize::finalize;
@@ -37,11 +34,7 @@ pub const VIDEO_TIMESCALE: u32 = 90_000;
 pub(crate) const MOVIE_TIMESCALE: u32 = 1000;
 
 /// The codec configurations of a recording; a track is present when its configuration is.
-#[derive(Debug, Clone, Default)]
-pub struct Tracks {
-    pub video: Option<Arc<AvcConfig>>,
-    pub audio: Option<Arc<AacConfig>>,
-}
+pub use oxcast_media::Tracks;
 
 /// What [`finalize`] wrote.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -14,8 +14,9 @@
 use std::fs::File;
 use std::sync::Arc;
 
+use oxcast_core::clock::now_ms;
 use oxcast_core::{BusEvent, Store, StreamId, Subscriber};
-use oxcast_media::{Frame, MediaEvent, Track};
+use oxcast_media::{Frame, MediaEvent, Rebaser, Track};
 use tokio::time::{Duration, Instant};
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -64,13 +65,9 @@ struct Open {
     pending_bytes: u64,
     pending_since: Option<Instant>,
     last_arrival: Option<Instant>,
-    /// Added to a frame's timestamps so a reconnected publisher, whose clock starts again from
-    /// zero, continues the timeline instead of going back.
-    shift: i64,
-    /// Decode time of the latest frame, after `shift`.
-    last_dts: i64,
-    /// The publisher changed: the next frame sets a new `shift`.
-    rebase: bool,
+    /// The recording's timeline: a reconnected publisher, whose clock starts again from zero,
+    /// continues it instead of going back.
+    timeline: Rebaser,
     /// Video is recorded from a keyframe: at the start (audio may have started the file), and
     /// after frames in another configuration were left out.
     video_started: bool,
@@ -117,15 +114,8 @@ pub(crate) async fn record(recorder: Recorder, mut subscriber: Subscriber) {
         };
         let Some(event) = event else { break };
         match event {
-            BusEvent::Media(MediaEvent::VideoConfig(config)) => {
-                if session.tracks.video.as_deref() != Some(&config) {
-                    session.tracks.video = Some(config);
-                    configuration_changed(&recorder, &mut session).await;
-                }
-            }
-            BusEvent::Media(MediaEvent::AudioConfig(config)) => {
-                if session.tracks.audio.as_deref() != Some(&config) {
-                    session.tracks.audio = Some(config);
+            BusEvent::Media(config @ (MediaEvent::VideoConfig(_) | MediaEvent::AudioConfig(_))) => {
+                if session.tracks.update(&config) {
                     configuration_changed(&recorder, &mut session).await;
                 }
             }
@@ -135,7 +125,7 @@ pub(crate) async fn record(recorder: Recorder, mut subscriber: Subscriber) {
             BusEvent::Media(MediaEvent::Frame(_)) => {}
             BusEvent::Discontinuity => {
                 if let Some(current) = &mut session.open {
-                    current.rebase = true;
+                    current.timeline.rebase();
                 }
             }
             BusEvent::End => break,
@@ -152,7 +142,7 @@ async fn configuration_changed(recorder: &Recorder, session: &mut Session) {
     let Some(open) = &mut session.open else {
         return;
     };
-    if same_tracks(&open.tracks, &session.tracks) {
+    if open.tracks == session.tracks {
         // Back to the file's own configuration: its frames are recorded again.
         return;
     }
@@ -160,7 +150,7 @@ async fn configuration_changed(recorder: &Recorder, session: &mut Session) {
         switch(recorder, session, now).await;
         return;
     }
-    if !same(&open.tracks.video, &session.tracks.video) {
+    if open.tracks.video != session.tracks.video {
         open.video_started = false;
     }
     if !open.warned_changes {
@@ -196,7 +186,7 @@ async fn frame_arrived(recorder: &Recorder, session: &mut Session, frame: Frame)
     let now = Instant::now();
     // The interval is over and the configuration is still another: switch where a file can start.
     if let Some(open) = &session.open
-        && !same_tracks(&open.tracks, &session.tracks)
+        && open.tracks != session.tracks
         && starts_recording(&session.tracks, &frame)
         && switch_allowed(recorder, session, now)
     {
@@ -221,8 +211,8 @@ async fn frame_arrived(recorder: &Recorder, session: &mut Session, frame: Frame)
         return;
     };
     let recorded = match frame.track {
-        Track::Video => same(&open.tracks.video, &session.tracks.video),
-        Track::Audio => same(&open.tracks.audio, &session.tracks.audio),
+        Track::Video => open.tracks.video == session.tracks.video,
+        Track::Audio => open.tracks.audio == session.tracks.audio,
     };
     if !recorded {
         open.left_out += 1;
@@ -245,22 +235,9 @@ async fn stopped(recorder: &Recorder, session: &mut Session, stop: Stop) {
     close(recorder, session.open.take()).await;
 }
 
-fn same<T: PartialEq>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
-    match (a, b) {
-        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
-        (None, None) => true,
-        _ => false,
-    }
-}
-
-fn same_tracks(a: &Tracks, b: &Tracks) -> bool {
-    same(&a.video, &b.video) && same(&a.audio, &b.audio)
-}
-
 /// Whether the stream's `now` differs from the file's `then` only by tracks the file lacks.
 fn only_added(then: &Tracks, now: &Tracks) -> bool {
-    (then.video.is_none() || same(&then.video, &now.video))
-        && (then.audio.is_none() || same(&then.audio, &now.audio))
+    (then.video.is_none() || then.video == now.video) && (then.audio.is_none() || then.audio == now.audio)
 }
 
 /// Whether a recording of `tracks` can start with `frame`: a video keyframe, or any frame of a
@@ -299,9 +276,7 @@ async fn start(recorder: &Recorder, tracks: &Tracks, frame: &Frame) -> Result<Op
     if !usable {
         return Ok(None);
     }
-    let started_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let started_ms = now_ms();
     let (config, stream_id, public_id) = (
         Arc::clone(&recorder.config),
         recorder.stream_id.clone(),
@@ -324,9 +299,7 @@ async fn start(recorder: &Recorder, tracks: &Tracks, frame: &Frame) -> Result<Op
         pending_bytes: 0,
         pending_since: None,
         last_arrival: None,
-        shift: 0,
-        last_dts: 0,
-        rebase: false,
+        timeline: Rebaser::as_published(),
         video_started: false,
         left_out: 0,
         warned_size: false,
@@ -355,25 +328,18 @@ async fn add(recorder: &Recorder, open: &mut Open, mut frame: Frame, now: Instan
         }
         open.video_started = true;
     }
-    if open.rebase {
-        open.rebase = false;
-        // One frame interval after the last frame, so the two parts do not overlap.
-        open.shift = open.last_dts + 33 - frame.dts;
-    }
-    frame.dts += open.shift;
-    frame.pts += open.shift;
+    open.timeline.place(&mut frame);
     let bytes = frame.data.len() as u64;
     let max = recorder.config.max_fragment_bytes;
     if !open.pending.is_empty() && open.pending_bytes.saturating_add(bytes) > max {
         write_pending(recorder, open, Cut::Size).await?;
     }
-    open.last_dts = open.last_dts.max(frame.dts);
     let start = open.pending.first().map_or(frame.dts, |f| f.dts);
     open.pending.push(frame);
     open.pending_bytes += bytes;
     open.pending_since.get_or_insert(now);
     open.last_arrival = Some(now);
-    if open.last_dts - start >= FRAGMENT_MS {
+    if open.timeline.last() - start >= FRAGMENT_MS {
         write_pending(recorder, open, Cut::Time).await?;
     } else if open.pending_bytes >= max {
         write_pending(recorder, open, Cut::Size).await?;

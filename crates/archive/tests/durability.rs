@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use oxcast_archive::{ArchiveConfig, Archives};
+use oxcast_archive::{ARCHIVE_DIR, ArchiveConfig, Archives};
 use oxcast_core::{Store, StreamBus, StreamId};
 use oxcast_media::{AvcConfig, Frame, MediaEvent, Track};
 
@@ -169,13 +169,11 @@ fn recordings_and_their_names_are_synced_before_anything_relies_on_them() {
     );
     let calls = calls(&std::fs::read_to_string(&log).unwrap());
     let dir = |path: &Path| path.to_str().unwrap().to_owned();
-    let (archive, recording) = (
-        dir(&storage.join("archive")),
-        dir(&storage.join("archive/recording")),
-    );
+    let archive_dir = storage.join(ARCHIVE_DIR);
+    let (archive, recording) = (dir(&archive_dir), dir(&archive_dir.join("recording")));
     let (shows, asset_dir) = (
-        dir(&storage.join("archive/shows")),
-        dir(&storage.join("archive/shows/live")),
+        dir(&archive_dir.join("shows")),
+        dir(&archive_dir.join("shows/live")),
     );
 
     // Starting: the public_id file is written and synced, and its name synced into the directory,

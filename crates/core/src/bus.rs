@@ -13,8 +13,10 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use oxcast_media::{AacConfig, AvcConfig, Frame, MediaEvent, Track};
+use oxcast_media::{Frame, MediaEvent, Track, Tracks};
 use tokio::sync::Notify;
+
+use crate::sync;
 
 /// What a stream's bus may hold for subscribers that fall behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,8 +64,7 @@ impl BusEvent {
 
 #[derive(Debug, Default)]
 struct Snapshot {
-    video: Option<Arc<AvcConfig>>,
-    audio: Option<Arc<AacConfig>>,
+    tracks: Tracks,
     /// From the last video keyframe on, audio included; empty for audio-only streams.
     gop: Vec<Frame>,
     gop_bytes: usize,
@@ -202,7 +203,7 @@ impl StreamBus {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // The state stays consistent even if a holder panicked: no update spans a panic point.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        sync::lock(&self.state)
     }
 
     fn send(&self, state: &mut State, event: BusEvent) {
@@ -217,9 +218,11 @@ impl StreamBus {
             return;
         }
         match &event {
-            MediaEvent::VideoConfig(config) => state.snapshot.video = Some(config.clone()),
-            MediaEvent::AudioConfig(config) => state.snapshot.audio = Some(config.clone()),
             MediaEvent::Frame(frame) => remember(&mut state.snapshot, frame),
+            // Every configuration event goes out; the snapshot keeps the latest of each track.
+            config => {
+                state.snapshot.tracks.update(config);
+            }
         }
         // Under the same lock as the snapshot, so a subscriber's snapshot and its first live
         // event never overlap.
@@ -253,7 +256,7 @@ impl StreamBus {
         let mut backlog = VecDeque::new();
         let ended = snapshot.ended;
         // Mid-GOP without a cached GOP: start at the next keyframe (configurations come with it).
-        let resync = !ended && snapshot.video.is_some() && snapshot.gop.is_empty();
+        let resync = !ended && snapshot.tracks.video.is_some() && snapshot.gop.is_empty();
         if !ended && !resync {
             push_configs(snapshot, &mut backlog);
             backlog.extend(
@@ -281,16 +284,16 @@ impl StreamBus {
 }
 
 fn push_configs(snapshot: &Snapshot, backlog: &mut VecDeque<BusEvent>) {
-    if let Some(video) = &snapshot.video {
+    if let Some(video) = &snapshot.tracks.video {
         backlog.push_back(BusEvent::Media(MediaEvent::VideoConfig(video.clone())));
     }
-    if let Some(audio) = &snapshot.audio {
+    if let Some(audio) = &snapshot.tracks.audio {
         backlog.push_back(BusEvent::Media(MediaEvent::AudioConfig(audio.clone())));
     }
 }
 
 fn remember(snapshot: &mut Snapshot, frame: &Frame) {
-    if snapshot.video.is_none() {
+    if snapshot.tracks.video.is_none() {
         return;
     }
     if frame.track == Track::Video && frame.keyframe {
@@ -404,7 +407,7 @@ impl Subscriber {
             let state = self.bus.lock();
             let resumes = match &event {
                 BusEvent::Media(MediaEvent::Frame(f)) => {
-                    (f.track == Track::Video && f.keyframe) || state.snapshot.video.is_none()
+                    (f.track == Track::Video && f.keyframe) || state.snapshot.tracks.video.is_none()
                 }
                 _ => false,
             };
@@ -435,6 +438,7 @@ impl Subscriber {
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use oxcast_media::AvcConfig;
 
     const CAPACITY: usize = BusLimits {
         max_events: 1024,

@@ -4,12 +4,14 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+use crate::sync;
 
 /// After a failed accept, the listener waits this long: failing again at once would spin.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
@@ -124,7 +126,7 @@ impl ConnectionCaps {
 
     fn open(&self) -> MutexGuard<'_, OpenConnections> {
         // Every update is one increment or decrement: a poisoned lock still holds whole counts.
-        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+        sync::lock(&self.open)
     }
 
     /// A slot for a connection from `ip`, held until it is dropped; or the cap it would cross.
@@ -203,7 +205,7 @@ impl ReportThrottle {
     /// one is to be reported.
     pub fn report(&self) -> Option<u64> {
         // A poisoned lock still holds a time and a count.
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = sync::lock(&self.state);
         let (last, held_back) = &mut *state;
         let now = Instant::now();
         if last.is_some_and(|last| now < last + self.every) {

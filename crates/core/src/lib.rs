@@ -19,6 +19,7 @@ pub mod registry;
 pub mod relay;
 pub mod rules;
 pub mod store;
+pub mod sync;
 
 pub use bus::{BusEvent, BusLimits, StreamBus, Subscriber};
 pub use connections::{Acceptor, CapExceeded, ConnectionCaps, ConnectionSlot, PeerAddress, ReportThrottle};

@@ -14,6 +14,7 @@ use rusqlite::{Connection, Row, params};
 
 use crate::ids::{OutputId, StreamId, StreamKey};
 use crate::model::{Archive, LiveStream, Output, OutputKind, SimulcastTarget, Status};
+use crate::sync;
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -381,7 +382,7 @@ impl Inner {
     fn lock(&self) -> MutexGuard<'_, Option<Connection>> {
         // A panic while holding the lock cannot leave SQLite half-written (transactions roll back),
         // so a poisoned lock is still safe to use.
-        self.db.lock().unwrap_or_else(|p| p.into_inner())
+        sync::lock(&self.db)
     }
 }
 

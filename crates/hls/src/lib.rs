@@ -11,10 +11,12 @@ pub mod ts;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
+use oxcast_core::clock::now_ms;
+use oxcast_core::sync::lock;
 use oxcast_core::{HlsSource, SegmentBody, StreamId, Subscriber};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -53,11 +55,6 @@ pub struct HlsOutputs {
 
 type Playlists = Mutex<HashMap<StreamId, Arc<Mutex<Playlist>>>>;
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every update leaves the state whole, so a panic elsewhere does not make it unusable.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 impl HlsOutputs {
     /// Retired segments go to files under `spill_dir`; what a previous run left there is deleted
     /// (no playlist lists it any more).
@@ -89,9 +86,7 @@ impl HlsOutputs {
         let target_sec = self.config.segment_duration.as_secs().max(1);
         let playlist = {
             let mut playlists = lock(&self.playlists);
-            let clock = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
+            let clock = u64::try_from(now_ms() / 1000).unwrap_or(0);
             let previous = playlists.get(stream_id).map_or(0, |p| lock(p).next_sequence());
             let first = clock.max(previous);
             let playlist = Arc::new(Mutex::new(Playlist::with_memory_budget(

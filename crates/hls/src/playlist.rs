@@ -4,7 +4,6 @@
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
@@ -15,8 +14,9 @@ pub struct Segment {
     pub duration_ms: i64,
     /// Timestamps or codecs change at this segment's start (`EXT-X-DISCONTINUITY`).
     pub discontinuity: bool,
-    /// Wall-clock time of the segment's first frame (`EXT-X-PROGRAM-DATE-TIME`).
-    pub started_at: SystemTime,
+    /// Wall-clock time of the segment's first frame (`EXT-X-PROGRAM-DATE-TIME`), in Unix epoch
+    /// milliseconds.
+    pub started_at: i64,
     pub data: Bytes,
 }
 
@@ -25,7 +25,7 @@ struct Listed {
     sequence: u64,
     duration_ms: i64,
     discontinuity: bool,
-    started_at: SystemTime,
+    started_at: i64,
     /// `None` once a file holds its bytes (see [`Playlist::spilled`]).
     data: Option<Bytes>,
     /// Its bytes were handed out to be written to a file.
@@ -251,8 +251,7 @@ impl Playlist {
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` (RFC 3339), from days since the epoch by the civil-calendar algorithm.
-fn iso8601(at: SystemTime) -> String {
-    let millis = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+fn iso8601(millis: i64) -> String {
     let (days, ms_of_day) = (millis.div_euclid(86_400_000), millis.rem_euclid(86_400_000));
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -274,30 +273,22 @@ fn iso8601(at: SystemTime) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     fn segment(duration_ms: i64, discontinuity: bool) -> Segment {
         Segment {
             duration_ms,
             discontinuity,
-            started_at: UNIX_EPOCH + Duration::from_millis(1_764_320_000_123),
+            started_at: 1_764_320_000_123,
             data: Bytes::from_static(b"ts"),
         }
     }
 
     #[test]
     fn dates_are_rfc3339() {
-        assert_eq!(iso8601(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-        assert_eq!(
-            iso8601(UNIX_EPOCH + Duration::from_millis(1_764_320_000_123)),
-            "2025-11-28T08:53:20.123Z"
-        );
-        assert_eq!(
-            iso8601(UNIX_EPOCH + Duration::from_secs(951_782_400)),
-            "2000-02-29T00:00:00.000Z"
-        );
+        assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(iso8601(1_764_320_000_123), "2025-11-28T08:53:20.123Z");
+        assert_eq!(iso8601(951_782_400_000), "2000-02-29T00:00:00.000Z");
     }
 
     #[test]

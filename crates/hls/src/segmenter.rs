@@ -11,11 +11,12 @@
 //! anyway) and is muxed to MPEG-TS when it closes, in one pass: holding the growing TS instead
 //! would keep every byte of the current GOP twice. Muxing a 2 s segment takes about 0.1 ms.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use oxcast_core::BusEvent;
-use oxcast_media::{AacConfig, AvcConfig, Frame, MediaEvent, Track};
+use oxcast_core::clock::now_ms;
+use oxcast_media::timeline::DEFAULT_FRAME_STEP_MS;
+use oxcast_media::{Frame, MediaEvent, Track, Tracks};
 
 use crate::playlist::Segment;
 use crate::ts::{MAX_AUDIO_PES_PAYLOAD, PACKET_LEN, TsMuxer};
@@ -37,7 +38,8 @@ struct Open {
     start_dts: i64,
     last_dts: i64,
     discontinuity: bool,
-    started_at: SystemTime,
+    /// Unix epoch milliseconds.
+    started_at: i64,
     /// When it opened, for the wall-time bound.
     opened: Instant,
     /// Media bytes in it.
@@ -90,8 +92,7 @@ pub struct Segmenter {
     limits: SegmentLimits,
     /// The last segment was closed without a keyframe: the next frame, whatever it is, opens one.
     open_on_any_frame: bool,
-    video: Option<Arc<AvcConfig>>,
-    audio: Option<Arc<AacConfig>>,
+    tracks: Tracks,
     muxer: Option<TsMuxer>,
     open: Option<Open>,
     audio_batch: AudioBatch,
@@ -120,14 +121,13 @@ impl Segmenter {
             target_ms: target_ms.max(1),
             limits,
             open_on_any_frame: false,
-            video: None,
-            audio: None,
+            tracks: Tracks::default(),
             muxer: None,
             open: None,
             audio_batch: AudioBatch::default(),
             discontinuity: false,
             tracks_changed: false,
-            frame_step_ms: 33,
+            frame_step_ms: DEFAULT_FRAME_STEP_MS,
             last_video_dts: None,
             capacity_hint: 64 * PACKET_LEN,
             dropped_frames: 0,
@@ -139,16 +139,8 @@ impl Segmenter {
     /// Feeds one event; returns the segment it closed, if any.
     pub fn push(&mut self, event: BusEvent) -> Option<Segment> {
         match event {
-            BusEvent::Media(MediaEvent::VideoConfig(config)) => {
-                if self.video.as_deref() != Some(&config) {
-                    self.video = Some(config);
-                    self.tracks_changed = true;
-                }
-                None
-            }
-            BusEvent::Media(MediaEvent::AudioConfig(config)) => {
-                if self.audio.as_deref() != Some(&config) {
-                    self.audio = Some(config);
+            BusEvent::Media(config @ (MediaEvent::VideoConfig(_) | MediaEvent::AudioConfig(_))) => {
+                if self.tracks.update(&config) {
                     self.tracks_changed = true;
                 }
                 None
@@ -178,7 +170,7 @@ impl Segmenter {
     }
 
     fn video_frame(&mut self, frame: Frame) -> Option<Segment> {
-        self.video.as_ref()?;
+        self.tracks.video.as_ref()?;
         let closed = if frame.keyframe {
             self.cut_if_due(frame.dts)
         } else {
@@ -198,9 +190,9 @@ impl Segmenter {
     }
 
     fn audio_frame(&mut self, frame: Frame) -> Option<Segment> {
-        self.audio.as_ref()?;
+        self.tracks.audio.as_ref()?;
         // Audio only: every frame is a possible start; cut on time.
-        let closed = if self.video.is_none() {
+        let closed = if self.tracks.video.is_none() {
             self.cut_if_due(frame.dts)
         } else {
             None
@@ -264,7 +256,7 @@ impl Segmenter {
             if self.muxer.is_some() {
                 self.discontinuity = true;
             }
-            self.muxer = Some(TsMuxer::new(self.video.clone(), self.audio.clone()));
+            self.muxer = Some(TsMuxer::new(self.tracks.video.clone(), self.tracks.audio.clone()));
             self.tracks_changed = false;
         }
         self.open = Some(Open {
@@ -272,7 +264,7 @@ impl Segmenter {
             start_dts: dts,
             last_dts: dts,
             discontinuity: std::mem::take(&mut self.discontinuity),
-            started_at: SystemTime::now(),
+            started_at: now_ms(),
             opened: Instant::now(),
             bytes: 0,
         });
@@ -283,7 +275,7 @@ impl Segmenter {
         let mut open = self.open.take()?;
         self.audio_batch.flush(&mut open.content);
         // The last frame's length: the video frame spacing, or one AAC frame for audio only.
-        let step = match (&self.video, &self.audio) {
+        let step = match (&self.tracks.video, &self.tracks.audio) {
             (None, Some(audio)) => i64::from(audio.frame_samples()) * 1000 / i64::from(audio.sample_rate),
             _ => self.frame_step_ms,
         };

@@ -1,17 +1,23 @@
 //! Oxcast's media model, without I/O: FLV audio/video tags as RTMP carries them (legacy and
 //! Enhanced RTMP), H.264 and AAC decoder configurations, codec strings, and the [`Frame`] every
 //! output consumes. Payloads stay `bytes::Bytes` slices of what the publisher sent.
+//!
+//! The rules every output applies to that media live here too, once: a stream's codec
+//! configurations and when they change ([`Tracks`]), sane timestamps ([`TimestampGuard`]), and a
+//! timeline that goes on across publishers ([`Rebaser`]).
 
 pub mod aac;
 pub mod avc;
 pub mod flv;
 pub mod frame;
 pub mod timeline;
+pub mod tracks;
 
 pub use aac::AacConfig;
 pub use avc::AvcConfig;
 pub use frame::{Demuxer, Frame, MediaEvent, TimestampUnwrapper, Track};
-pub use timeline::{Jump, TimestampGuard};
+pub use timeline::{Jump, Rebaser, TimestampGuard};
+pub use tracks::Tracks;
 
 use thiserror::Error;
 

@@ -9,8 +9,16 @@
 //! later, and the rest of the publisher's frames keep that shift. (One frame interval rather than
 //! the wall time that passed: frames arrive with network and scheduling jitter, which would open a
 //! gap in the timeline.)
+//!
+//! An output whose timeline outlives one publisher (a recording, a relay) puts each frame on it
+//! with a [`Rebaser`]: a new publisher's clock starts again, and its first frame goes on one frame
+//! step after the previous publisher's last.
 
 use crate::frame::{Frame, Track};
+
+/// The frame interval assumed where one publisher's timeline is joined to the next: one frame
+/// at 30 fps, so the two parts neither overlap nor leave a gap a player would notice.
+pub const DEFAULT_FRAME_STEP_MS: i64 = 33;
 
 /// The furthest one track's decode time may step back.
 pub const MAX_STEP_BACK_MS: i64 = 1_000;
@@ -86,6 +94,75 @@ impl TimestampGuard {
             step: interval,
         });
         jump
+    }
+}
+
+/// One output's timeline, continuous across publishers: [`Rebaser::rebase`] when the publisher
+/// changes (the bus says so with a discontinuity), then each frame's decode time goes
+/// through [`Rebaser::map`] (or the whole frame through [`Rebaser::place`]).
+#[derive(Debug, Clone)]
+pub struct Rebaser {
+    /// Added to every decode time; `None` until the first frame of a timeline that starts at 0.
+    shift: Option<i64>,
+    /// The latest decode time given out (0 before the first).
+    last: i64,
+    /// The publisher changed: the next frame sets a new shift.
+    rebase: bool,
+}
+
+impl Rebaser {
+    /// A timeline whose first frame is at 0: a relay's destination sees a broadcast start.
+    pub fn from_zero() -> Self {
+        Self {
+            shift: None,
+            last: 0,
+            rebase: false,
+        }
+    }
+
+    /// A timeline that keeps the first publisher's decode times: a recording starts where the
+    /// publisher's clock is.
+    pub fn as_published() -> Self {
+        Self {
+            shift: Some(0),
+            ..Self::from_zero()
+        }
+    }
+
+    /// The publisher changed: its clock starts again, and its next frame goes on
+    /// [`DEFAULT_FRAME_STEP_MS`] after the latest one, so the two parts do not overlap.
+    pub fn rebase(&mut self) {
+        self.rebase = true;
+    }
+
+    /// `dts` on this timeline. Audio and video interleave with small steps back between them:
+    /// those are kept as they are.
+    pub fn map(&mut self, dts: i64) -> i64 {
+        let shift = match self.shift {
+            Some(shift) if !self.rebase => shift,
+            Some(_) => self
+                .last
+                .saturating_add(DEFAULT_FRAME_STEP_MS)
+                .saturating_sub(dts),
+            None => dts.saturating_neg(),
+        };
+        self.rebase = false;
+        self.shift = Some(shift);
+        let out = dts.saturating_add(shift);
+        self.last = self.last.max(out);
+        out
+    }
+
+    /// Moves `frame` (decode and presentation time) onto this timeline.
+    pub fn place(&mut self, frame: &mut Frame) {
+        let dts = self.map(frame.dts);
+        frame.pts = frame.pts.saturating_add(dts.saturating_sub(frame.dts));
+        frame.dts = dts;
+    }
+
+    /// The latest decode time given out, 0 before the first.
+    pub fn last(&self) -> i64 {
+        self.last
     }
 }
 
@@ -171,5 +248,61 @@ mod tests {
         let (out, jumps) = run(&[(Audio, 1 << 60, 0), (Audio, -(1 << 60), 10), (Audio, 0, 20)]);
         assert_eq!(jumps, 2);
         assert!(out.windows(2).all(|w| w[1] > w[0]), "{out:?}");
+    }
+
+    #[test]
+    fn a_relay_timeline_starts_at_zero_and_goes_on_across_a_new_publisher() {
+        let mut timeline = Rebaser::from_zero();
+        assert_eq!(timeline.map(5000), 0);
+        assert_eq!(timeline.map(5033), 33);
+        assert_eq!(
+            timeline.map(5021),
+            21,
+            "audio a little behind video keeps its time"
+        );
+        assert_eq!(timeline.map(5066), 66);
+        assert_eq!(timeline.last(), 66);
+        // A new publisher: its clock starts again near zero, one frame step after the latest.
+        timeline.rebase();
+        assert_eq!(timeline.map(0), 66 + DEFAULT_FRAME_STEP_MS);
+        assert_eq!(timeline.map(33), 132);
+        assert_eq!(timeline.last(), 132);
+    }
+
+    #[test]
+    fn a_recording_timeline_keeps_the_first_publisher_times_then_goes_on() {
+        let mut timeline = Rebaser::as_published();
+        assert_eq!(timeline.last(), 0);
+        assert_eq!(timeline.map(5000), 5000);
+        assert_eq!(timeline.map(5033), 5033);
+        timeline.rebase();
+        assert_eq!(timeline.map(120), 5033 + DEFAULT_FRAME_STEP_MS);
+        assert_eq!(timeline.map(153), 5099);
+        // A second new publisher, whose clock is ahead: still one frame step after the latest.
+        timeline.rebase();
+        assert_eq!(timeline.map(900_000), 5099 + DEFAULT_FRAME_STEP_MS);
+    }
+
+    #[test]
+    fn a_rebase_before_the_first_frame_still_starts_at_zero() {
+        let mut timeline = Rebaser::from_zero();
+        timeline.rebase();
+        assert_eq!(timeline.map(7000), 0);
+        assert_eq!(timeline.map(7040), 40);
+    }
+
+    #[test]
+    fn a_placed_frame_keeps_its_composition_offset() {
+        let mut timeline = Rebaser::from_zero();
+        let mut first = frame(Track::Video, 1000);
+        timeline.place(&mut first);
+        assert_eq!((first.dts, first.pts), (0, 66));
+        timeline.rebase();
+        let mut next = frame(Track::Video, 0);
+        timeline.place(&mut next);
+        assert_eq!(
+            (next.dts, next.pts),
+            (DEFAULT_FRAME_STEP_MS, DEFAULT_FRAME_STEP_MS + 66)
+        );
     }
 }

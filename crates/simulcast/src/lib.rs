@@ -15,8 +15,9 @@ mod relay;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
+use oxcast_core::sync::lock;
 use oxcast_core::{LiveStream, OutputId, OutputKind, RelayStatus, RelayStatusSource, StreamBus, StreamId};
 use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
@@ -45,11 +46,6 @@ struct Running {
     destination: Destination,
     stop: CancellationToken,
     status: Arc<Mutex<RelayStatus>>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every update leaves the state whole, so a panic elsewhere does not make it unusable.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Relays {

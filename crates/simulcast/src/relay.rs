@@ -6,8 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use oxcast_core::clock::now_ms;
+use oxcast_core::sync::lock;
 use oxcast_core::{BusEvent, OutputId, RelayState, RelayStatus, StreamBus, StreamId, Subscriber};
-use oxcast_media::MediaEvent;
+use oxcast_media::{MediaEvent, Rebaser};
 use oxcast_rtmp::amf0::Value;
 use oxcast_rtmp::{ClientConfig, ClientSession};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -55,7 +57,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 impl Relay {
     fn update(&self, f: impl FnOnce(&mut RelayStatus)) {
-        f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
+        f(&mut lock(&self.status));
     }
 }
 
@@ -171,8 +173,10 @@ async fn publish(relay: &Relay, mut subscriber: Subscriber) -> Outcome {
         s.connected_at = Some(connected_at);
         s.bytes_sent += sent;
     });
-    let dropped_before = relay.status.lock().map_or(0, |s| s.dropped_frames);
-    let mut timeline = Timeline::default();
+    let dropped_before = lock(&relay.status).dropped_frames;
+    // Destination timestamps: from 0 at the connection's first frame, and onward across a
+    // publisher reconnect (whose clock starts again).
+    let mut timeline = Rebaser::from_zero();
     let mut metadata_sent = false;
     let live_failed = |error: String| Outcome::Failed {
         error,
@@ -297,43 +301,18 @@ async fn flush(session: &mut ClientSession, writer: &mut (impl AsyncWrite + Unpi
     }
 }
 
-/// Destination timestamps: from 0 at the connection's first frame, and onward across a publisher
-/// reconnect (whose clock starts again).
-#[derive(Default)]
-struct Timeline {
-    shift: Option<i64>,
-    last: i64,
-    rebase: bool,
-}
-
-impl Timeline {
-    fn map(&mut self, dts: i64) -> u32 {
-        let shift = match self.shift {
-            Some(shift) if !self.rebase => shift,
-            Some(_) => self.last + 33 - dts,
-            None => -dts,
-        };
-        self.rebase = false;
-        self.shift = Some(shift);
-        // Audio and video interleave with small steps back between them: kept as they are.
-        let out = (dts + shift).max(0);
-        self.last = self.last.max(out);
-        out as u32
-    }
-}
-
 fn send(
     session: &mut ClientSession,
     event: BusEvent,
-    timeline: &mut Timeline,
+    timeline: &mut Rebaser,
     metadata_sent: &mut bool,
 ) -> Result<(), String> {
     let sent = match event {
         BusEvent::Media(MediaEvent::VideoConfig(config)) => {
-            session.send_video(timeline.last as u32, &flv::video_config(&config))
+            session.send_video(timeline.last() as u32, &flv::video_config(&config))
         }
         BusEvent::Media(MediaEvent::AudioConfig(config)) => {
-            session.send_audio(timeline.last as u32, &flv::audio_config(&config))
+            session.send_audio(timeline.last() as u32, &flv::audio_config(&config))
         }
         BusEvent::Media(MediaEvent::Frame(frame)) => {
             if !*metadata_sent {
@@ -342,7 +321,7 @@ fn send(
                     .send_metadata(Value::object([("encoder", Value::string("Oxcast"))]))
                     .map_err(|e| e.to_string())?;
             }
-            let timestamp = timeline.map(frame.dts);
+            let timestamp = timeline.map(frame.dts).max(0) as u32;
             let tag: Bytes = flv::frame(&frame);
             match frame.track {
                 oxcast_media::Track::Video => session.send_video(timestamp, &tag),
@@ -350,38 +329,10 @@ fn send(
             }
         }
         BusEvent::Discontinuity => {
-            timeline.rebase = true;
+            timeline.rebase();
             Ok(())
         }
         BusEvent::End => Ok(()),
     };
     sent.map_err(|e| e.to_string())
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Timeline;
-
-    #[test]
-    fn timestamps_start_at_zero_and_go_on_across_a_new_publisher() {
-        let mut timeline = Timeline::default();
-        assert_eq!(timeline.map(5000), 0);
-        assert_eq!(timeline.map(5033), 33);
-        assert_eq!(
-            timeline.map(5021),
-            21,
-            "audio a little behind video keeps its time"
-        );
-        assert_eq!(timeline.map(5066), 66);
-        // A new publisher: its clock starts again near zero.
-        timeline.rebase = true;
-        assert_eq!(timeline.map(0), 99);
-        assert_eq!(timeline.map(33), 132);
-    }
 }

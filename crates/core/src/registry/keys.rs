@@ -2,11 +2,12 @@
 //! to the store: an unknown key (anyone can try one) costs a hash and a map lookup.
 
 use std::collections::HashMap;
-use std::sync::{PoisonError, RwLock};
+use std::sync::RwLock;
 
 use sha2::{Digest, Sha256};
 
 use crate::ids::{StreamId, StreamKey};
+use crate::sync;
 
 type KeyDigest = [u8; 32];
 
@@ -36,23 +37,23 @@ impl KeyIndex {
     pub(super) fn find(&self, presented: &str) -> Option<StreamId> {
         let wanted = digest(presented);
         // A poisoned lock still holds a whole map: every update is one insert or remove.
-        let streams = self.streams.read().unwrap_or_else(PoisonError::into_inner);
+        let streams = sync::read(&self.streams);
         streams.get(&wanted).cloned()
     }
 
     pub(super) fn insert(&self, key: &StreamKey, id: StreamId) {
-        let mut streams = self.streams.write().unwrap_or_else(PoisonError::into_inner);
+        let mut streams = sync::write(&self.streams);
         streams.insert(digest(key.as_str()), id);
     }
 
     pub(super) fn remove(&self, id: &StreamId) {
-        let mut streams = self.streams.write().unwrap_or_else(PoisonError::into_inner);
+        let mut streams = sync::write(&self.streams);
         streams.retain(|_, stream| stream != id);
     }
 
     /// Streams known.
     pub(super) fn len(&self) -> usize {
-        self.streams.read().unwrap_or_else(PoisonError::into_inner).len()
+        sync::read(&self.streams).len()
     }
 }
 
