@@ -124,7 +124,11 @@ impl Archives {
                 continue;
             };
             tracing::info!(stream_id = %unfinished.stream_id, path = %part.display(), "finalizing a recording left unfinished");
-            finalize(&self.config, &self.store, unfinished).await;
+            // In its stream's span, as when the stream's own recorder finalizes.
+            let span = tracing::info_span!("stream", stream_id = %unfinished.stream_id);
+            finalize(&self.config, &self.store, unfinished)
+                .instrument(span)
+                .await;
         }
     }
 
@@ -337,18 +341,18 @@ pub(crate) async fn finalize(config: &ArchiveConfig, store: &Store, unfinished: 
     let (summary, relative) = match done {
         Ok(Finalized::Done(summary, relative)) => (summary, relative),
         Ok(Finalized::NoMedia) => {
-            tracing::info!(stream_id = %unfinished.stream_id, "recording holds no media; no asset made");
+            tracing::info!("recording holds no media; no asset made");
             remove_unfinished(&unfinished);
             return;
         }
         Err(why @ (FinalizeError::NoRoom { .. } | FinalizeError::Blocking(_))) => {
-            tracing::warn!(stream_id = %unfinished.stream_id, path = %unfinished.part.display(),
+            tracing::warn!(path = %unfinished.part.display(),
                 "recording kept unfinished, to be finalized at the next start: {why}");
             return;
         }
         Err(e) => {
             // Kept for the next start (or a person) to try again.
-            tracing::error!(stream_id = %unfinished.stream_id, path = %unfinished.part.display(),
+            tracing::error!(path = %unfinished.part.display(),
                 "cannot finalize the recording: {e}");
             return;
         }
@@ -365,13 +369,12 @@ pub(crate) async fn finalize(config: &ArchiveConfig, store: &Store, unfinished: 
     };
     match store.insert_archive(archive).await {
         Ok(version) => {
-            tracing::info!(stream_id = %unfinished.stream_id, public_id = %unfinished.public_id, version,
+            tracing::info!(public_id = %unfinished.public_id, version,
                 duration_ms = summary.duration_ms, video_frames = summary.video_frames,
                 audio_frames = summary.audio_frames, "recording finalized");
             remove_unfinished(&unfinished);
         }
-        Err(e) => tracing::error!(stream_id = %unfinished.stream_id,
-            "recording finalized but not listed (retried at the next start): {e}"),
+        Err(e) => tracing::error!("recording finalized but not listed (retried at the next start): {e}"),
     }
 }
 

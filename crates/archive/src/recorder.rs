@@ -156,9 +156,10 @@ async fn configuration_changed(recorder: &Recorder, session: &mut Session) {
     if !open.warned_changes {
         open.warned_changes = true;
         let interval = recorder.config.min_recording_interval.as_secs();
-        tracing::warn!(stream_id = %recorder.stream_id,
+        tracing::warn!(
             "codec configuration changed again within archive.min_recording_interval_sec ({interval}): \
-             the recording goes on without the frames in the new configuration until the interval is over");
+             the recording goes on without the frames in the new configuration until the interval is over"
+        );
     }
 }
 
@@ -178,7 +179,7 @@ async fn switch(recorder: &Recorder, session: &mut Session, now: Instant) {
     {
         session.last_switch = Some(now);
     }
-    tracing::info!(stream_id = %recorder.stream_id, "codec configuration changed: the next recording starts");
+    tracing::info!("codec configuration changed: the next recording starts");
     close(recorder, session.open.take()).await;
 }
 
@@ -196,12 +197,12 @@ async fn frame_arrived(recorder: &Recorder, session: &mut Session, frame: Frame)
         match start(recorder, &session.tracks, &frame).await {
             Ok(started) => session.open = started,
             Err(stop @ Stop::NoSpace { .. }) => {
-                tracing::warn!(stream_id = %recorder.stream_id, "not recording: {stop}");
+                tracing::warn!("not recording: {stop}");
                 session.stopped = true;
                 return;
             }
             Err(stop) => {
-                tracing::error!(stream_id = %recorder.stream_id, "cannot record: {stop}");
+                tracing::error!("cannot record: {stop}");
                 session.stopped = true;
                 return;
             }
@@ -227,10 +228,8 @@ async fn frame_arrived(recorder: &Recorder, session: &mut Session, frame: Frame)
 async fn stopped(recorder: &Recorder, session: &mut Session, stop: Stop) {
     session.stopped = true;
     match stop {
-        Stop::NoSpace { .. } => tracing::warn!(stream_id = %recorder.stream_id,
-            "recording stopped, what was recorded is kept: {stop}"),
-        _ => tracing::error!(stream_id = %recorder.stream_id,
-            "recording stopped, what was recorded is kept: {stop}"),
+        Stop::NoSpace { .. } => tracing::warn!("recording stopped, what was recorded is kept: {stop}"),
+        _ => tracing::error!("recording stopped, what was recorded is kept: {stop}"),
     }
     close(recorder, session.open.take()).await;
 }
@@ -289,7 +288,7 @@ async fn start(recorder: &Recorder, tracks: &Tracks, frame: &Frame) -> Result<Op
     })
     .await??;
     let (unfinished, file) = created;
-    tracing::info!(stream_id = %recorder.stream_id, path = %unfinished.part.display(), "recording");
+    tracing::info!(path = %unfinished.part.display(), "recording");
     Ok(Some(Open {
         unfinished,
         file: Some(file),
@@ -360,10 +359,14 @@ async fn write_pending(recorder: &Recorder, open: &mut Open, cut: Cut) -> Result
         Cut::Time => {}
         Cut::Size if !open.warned_size => {
             open.warned_size = true;
-            tracing::warn!(stream_id = %recorder.stream_id, bytes = open.pending_bytes, media_ms = span,
+            tracing::warn!(
+                bytes = open.pending_bytes,
+                media_ms = span,
                 "a fragment reached archive.max_fragment_bytes ({}) within {span} ms of media and is \
                  written early: the publisher's timestamps are not advancing, or its bitrate is above \
-                 what the setting allows for", config.max_fragment_bytes);
+                 what the setting allows for",
+                config.max_fragment_bytes
+            );
         }
         Cut::Size => {}
         Cut::Waited => {
@@ -372,10 +375,12 @@ async fn write_pending(recorder: &Recorder, open: &mut Open, cut: Cut) -> Result
                 .is_some_and(|last| last.elapsed() < STILL_SENDING);
             if still_sending && !open.warned_clock {
                 open.warned_clock = true;
-                tracing::warn!(stream_id = %recorder.stream_id, media_ms = span,
+                tracing::warn!(
+                    media_ms = span,
                     "the publisher's timestamps are not advancing: {span} ms of media over {:?} of \
                      frames; fragments are written every archive.max_fragment_wait_sec instead",
-                    config.max_fragment_wait);
+                    config.max_fragment_wait
+                );
             }
         }
     }
@@ -404,13 +409,13 @@ async fn close(recorder: &Recorder, open: Option<Open>) {
     let fragments = [writer.push(pending), writer.finish()];
     for fragment in fragments.into_iter().flatten() {
         if let Err(stop) = write(&mut file, fragment, None).await {
-            tracing::error!(stream_id = %recorder.stream_id, "the recording's last second is lost: {stop}");
+            tracing::error!("the recording's last second is lost: {stop}");
             break;
         }
     }
     drop(file);
     if left_out > 0 {
-        tracing::info!(stream_id = %recorder.stream_id, path = %unfinished.part.display(), left_out,
+        tracing::info!(path = %unfinished.part.display(), left_out,
             "frames in another codec configuration than the recording's were left out of it");
     }
     let (config, store) = (Arc::clone(&recorder.config), recorder.store.clone());
