@@ -159,12 +159,7 @@ fn an_encoder_that_stops_publishing_but_stays_connected_is_heard() {
     let server = Server::start_with(Options::env(&[("OXCAST__RTMP__NO_MEDIA_TIMEOUT_SEC", "300")]));
     let s = server.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 1}));
     let id = s["id"].as_str().unwrap();
-    let mut publisher = Publisher::start(
-        LOCALHOST,
-        server.rtmp_port,
-        s["input"]["stream_key"].as_str().unwrap(),
-    )
-    .unwrap();
+    let mut publisher = Publisher::to_stream(&server, &s);
     server.wait_status(id, "active", LIMIT);
     // AAC-LC 44.1 kHz stereo, then ten 200-byte frames: about 2 KiB in all.
     publisher

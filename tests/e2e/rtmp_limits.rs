@@ -285,12 +285,7 @@ fn a_key_holder_sending_huge_frames_at_timestamp_zero_is_bounded() {
     let s = server.create_stream(json!({"name": "flood", "input": {"type": "rtmp"}}));
     let url = hls_url(&s);
     let before = memory(server.pid(), "VmRSS");
-    let mut publisher = Publisher::start(
-        LOCALHOST,
-        server.rtmp_port,
-        s["input"]["stream_key"].as_str().unwrap(),
-    )
-    .unwrap();
+    let mut publisher = Publisher::to_stream(&server, &s);
     publisher.video(0, &sequence).unwrap();
     publisher.video(0, &keyframe).unwrap();
     let frame = inter_frame(1 << 20);
@@ -333,12 +328,7 @@ fn absurd_timestamps_leave_a_playable_stream() {
     encode_flv(&path, 12, "320x240", 1, "va");
     let s = server.create_stream(json!({"input": {"type": "rtmp"}, "idle_timeout_sec": 2}));
     let id = s["id"].as_str().unwrap();
-    let mut publisher = Publisher::start(
-        LOCALHOST,
-        server.rtmp_port,
-        s["input"]["stream_key"].as_str().unwrap(),
-    )
-    .unwrap();
+    let mut publisher = Publisher::to_stream(&server, &s);
     let started = Instant::now();
     for tag in flv_tags(&path) {
         let due = started + Duration::from_millis(u64::from(tag.timestamp));
@@ -414,12 +404,7 @@ fn messages_in_progress_on_all_connections_share_one_budget() {
     )]));
     let start = |name: &str| {
         let s = server.create_stream(json!({"name": name, "input": {"type": "rtmp"}}));
-        Publisher::start(
-            LOCALHOST,
-            server.rtmp_port,
-            s["input"]["stream_key"].as_str().unwrap(),
-        )
-        .unwrap()
+        Publisher::to_stream(&server, &s)
     };
     // A video message of 700 KiB in 4 KiB chunks (the client's announced chunk size), on the
     // publishing message stream; each connection sends its first half.

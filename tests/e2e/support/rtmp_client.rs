@@ -55,6 +55,13 @@ pub struct Publisher {
 }
 
 impl Publisher {
+    /// Publishes to `stream` (an API stream object) from 127.0.0.1; panics if the server refuses.
+    pub fn to_stream(server: &crate::support::Server, stream: &serde_json::Value) -> Publisher {
+        let key = stream["input"]["stream_key"].as_str().expect("a stream key");
+        Publisher::start(LOCALHOST, server.rtmp_port, key)
+            .unwrap_or_else(|e| panic!("publishing to {}: {e}", stream["id"]))
+    }
+
     /// Connects from `source`, publishes to `streams/<key>`, and returns once the server accepted.
     pub fn start(source: IpAddr, port: u16, key: &str) -> Result<Publisher, String> {
         let mut stream = connect_from(source, port).map_err(|e| format!("connect: {e}"))?;
