@@ -234,8 +234,9 @@ async fn publish(relay: &Relay, mut subscriber: Subscriber) -> Outcome {
                 let Some(event) = event else {
                     // The stream ended: tell the destination, so it ends the broadcast now.
                     let _ = session.unpublish();
-                    let _ = flush(&mut session, &mut writer).await;
-                    let _ = writer.shutdown().await;
+                    if flush(&mut session, &mut writer).await.is_ok() {
+                        close(&mut reader, &mut writer, &mut buf).await;
+                    }
                     return Outcome::Ended;
                 };
                 if let Err(e) = send(&mut session, event, &mut timeline, &mut metadata_sent) {
@@ -334,6 +335,23 @@ async fn connect_tcp(destination: &RtmpUrl, allow_private: bool) -> Result<TcpSt
     Err(last_error.or(refused).unwrap_or_else(|| RelayError::NoAddress {
         host: host.to_owned(),
     }))
+}
+
+/// Closes our side and reads until the destination closes its own. Dropping a socket with unread
+/// input (acknowledgements the destination sent while we were writing) resets the connection, and
+/// a reset throws away what is still queued to send: the unpublish, behind the last frames.
+async fn close(
+    reader: &mut (impl AsyncRead + Unpin),
+    writer: &mut (impl AsyncWrite + Unpin),
+    buf: &mut [u8],
+) {
+    let drained = async {
+        let _ = writer.shutdown().await;
+        while matches!(reader.read(buf).await, Ok(n) if n > 0) {}
+    };
+    if timeout(WRITE_TIMEOUT, drained).await.is_err() {
+        tracing::debug!("the destination did not close its side within {WRITE_TIMEOUT:?}");
+    }
 }
 
 /// Writes what the session has to send, all its pieces (chunk headers, payload slices) in vectored
