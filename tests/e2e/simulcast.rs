@@ -7,16 +7,23 @@
 //! `dropped_frames`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Child;
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use oxcast_rtmp::{ServerConfig, ServerEvent, ServerSession};
 use serde_json::{Value, json};
 
 use crate::support::destination::{BlackHole, Destination};
 use crate::support::hls::{fetch_playlist, hls_url};
 use crate::support::probe::{count_frames, ffprobe};
-use crate::support::publisher::{encoder, encoder_with_copy, publish_url, wait_child};
+use crate::support::publisher::{encode_flv, encoder, encoder_with_copy, publish_url, wait_child};
+use crate::support::tools::command;
 use crate::support::{Options, Server, wait_until};
 
 /// Bound on every wait; the tests poll every [`POLL`].
@@ -806,4 +813,258 @@ fn a_destination_on_a_private_address_is_refused_by_default() {
     allowing.wait_status(&id, "idle", LIMIT);
     nginx.stop();
     assert!(!nginx.recordings_of("allowed").is_empty());
+}
+
+/// What a [`Witness`] saw of one connection.
+#[derive(Debug, Default, Clone)]
+struct Seen {
+    /// The key of the publish it accepted.
+    published: Option<String>,
+    /// Audio and video messages.
+    media: u64,
+    /// The key the publisher unpublished (`FCUnpublish`/`deleteStream`) before the connection ended.
+    unpublished: Option<String>,
+    /// How the connection ended, once it has.
+    ended: Option<String>,
+}
+
+/// An RTMP destination of the test's own: `oxcast_rtmp::ServerSession` over a socket, accepting
+/// any connect and publish and noting what each connection was told. Unlike nginx-rtmp (whose
+/// notifications and recordings end the same either way) it tells an orderly unpublish apart from
+/// a connection that merely closes. It can stop reading, as a congested destination does, so that
+/// what a relay sends waits in the relay's own socket.
+struct Witness {
+    port: u16,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    reading: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Witness {
+    fn start() -> Witness {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        // A small window (inherited by accepted connections): when this stops reading, a relay's
+        // socket is full after its send buffer's worth.
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket
+            .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        socket.listen(4).unwrap();
+        let listener: TcpListener = socket.into();
+        // Non-blocking, so the thread can see `stop`.
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let reading = Arc::new(AtomicBool::new(true));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (seen, reading, stop) = (Arc::clone(&seen), Arc::clone(&reading), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((conn, _)) => Witness::serve(conn, &seen, &reading, &stop),
+                        Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                    }
+                }
+            })
+        };
+        Witness {
+            port,
+            seen,
+            reading,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// `rtmp://127.0.0.1:PORT/live`.
+    fn url(&self) -> String {
+        format!("rtmp://127.0.0.1:{}/live", self.port)
+    }
+
+    /// Every connection so far, in order.
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Stops or resumes reading.
+    fn read(&self, on: bool) {
+        self.reading.store(on, Ordering::Relaxed);
+    }
+
+    /// One connection, to its end.
+    fn serve(mut conn: TcpStream, seen: &Mutex<Vec<Seen>>, reading: &AtomicBool, stop: &AtomicBool) {
+        let index = {
+            let mut seen = seen.lock().unwrap();
+            seen.push(Seen::default());
+            seen.len() - 1
+        };
+        let note = |f: &mut dyn FnMut(&mut Seen)| f(&mut seen.lock().unwrap()[index]);
+        conn.set_nonblocking(false).unwrap();
+        conn.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let mut session = ServerSession::new(ServerConfig::default());
+        let mut buf = vec![0u8; 64 << 10];
+        let ended = loop {
+            if stop.load(Ordering::Relaxed) {
+                break "the test ended".to_owned();
+            }
+            if !reading.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            let n = match conn.read(&mut buf) {
+                Ok(0) => break "end of stream".to_owned(),
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue;
+                }
+                Err(e) => break format!("read: {e}"),
+            };
+            if let Err(e) = session.feed(&buf[..n]) {
+                break format!("session: {e}");
+            }
+            let mut failed = None;
+            loop {
+                let event = match session.poll() {
+                    Ok(Some(event)) => event,
+                    Ok(None) => break,
+                    Err(e) => {
+                        failed = Some(format!("session: {e}"));
+                        break;
+                    }
+                };
+                match event {
+                    ServerEvent::ConnectRequested { .. } => session.accept_connect().unwrap(),
+                    ServerEvent::PublishRequested { stream_key, .. } => {
+                        session.accept_publish().unwrap();
+                        note(&mut |s| s.published = Some(stream_key.clone()));
+                    }
+                    ServerEvent::Audio { .. } | ServerEvent::Video { .. } => note(&mut |s| s.media += 1),
+                    ServerEvent::Unpublished { stream_key } => {
+                        note(&mut |s| s.unpublished = Some(stream_key.clone()));
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(failed) = failed {
+                break failed;
+            }
+            if let Err(e) = conn.write_all(&session.take_outbound()) {
+                break format!("write: {e}");
+            }
+        };
+        note(&mut |s| s.ended = Some(ended.clone()));
+    }
+}
+
+impl Drop for Witness {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The process has exited (a zombie until it is waited for) or is gone.
+fn exited(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+    })
+}
+
+/// On SIGTERM, a live relay's destination is told the stream ended (`FCUnpublish`, `deleteStream`)
+/// before the connection closes, as it is when the publisher stops: a platform ends the broadcast
+/// at once rather than waiting for it to time out. Here the destination is slow to take what it
+/// is sent at that moment, so the end waits behind the relay's frames, and only a server that
+/// waits for its relays gets it there.
+#[test]
+fn a_destination_is_told_the_stream_ended_when_the_server_stops() {
+    let witness = Witness::start();
+    let mut server = relaying_server(Vec::new());
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source.flv");
+    encode_flv(&source, 4, "320x240", 2, "va");
+    let s = server.create_stream(json!({"input": {"type": "rtmp"}}));
+    let id = s["id"].as_str().unwrap();
+    let oid = relay_to(&server, id, &witness.url(), "witnessed");
+    // Ten times real time, looped: soon after the destination stops reading, the relay has more
+    // to send than its socket holds.
+    let mut ffmpeg = command("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-nostdin",
+            "-readrate",
+            "10",
+            "-stream_loop",
+            "-1",
+            "-i",
+        ])
+        .arg(&source)
+        .args(["-c", "copy", "-f", "flv", &publish_url(&s)])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut watch = Watch::new(&server, id);
+    while !(watch.poll()[&oid]["status"] == "live" && witness.seen().first().is_some_and(|c| c.media > 100)) {
+        std::thread::sleep(POLL);
+    }
+
+    // The destination stops reading; once the relay's socket is full, bytes_sent stands still.
+    witness.read(false);
+    let (mut still, mut last) = (0, None);
+    while still < 5 {
+        let o = watch.poll()[&oid].clone();
+        assert_eq!(o["status"], "live", "{}", watch.history(&oid));
+        let sent = o["bytes_sent"].as_u64();
+        if last == Some(sent) {
+            still += 1;
+        } else {
+            (still, last) = (0, Some(sent));
+        }
+        std::thread::sleep(POLL);
+    }
+
+    // SIGTERM. The destination reads again once the server is waiting for its relays, or has
+    // exited without doing so.
+    server.signal("TERM");
+    wait_until(
+        "oxcast to wait for its relays, or exit",
+        LIMIT,
+        Duration::from_millis(20),
+        || {
+            (server.log().contains("waiting for the relays to unpublish") || exited(server.pid()))
+                .then_some(())
+                .ok_or("still shutting down")
+        },
+    );
+    witness.read(true);
+    let status = server.wait_exit(LIMIT);
+    let _ = ffmpeg.kill();
+    let _ = ffmpeg.wait();
+    assert!(status.success(), "{status:?}: {}", server.log());
+    wait_until("the relay's connection to end", LIMIT, POLL, || {
+        let seen = witness.seen();
+        seen.iter().all(|c| c.ended.is_some()).then_some(()).ok_or(seen)
+    });
+
+    let seen = witness.seen();
+    assert_eq!(seen.len(), 1, "one connection: {seen:?}");
+    assert_eq!(seen[0].published.as_deref(), Some("witnessed"), "{seen:?}");
+    assert_eq!(
+        seen[0].unpublished.as_deref(),
+        Some("witnessed"),
+        "the destination is told the stream ended before the connection closes: {seen:?}\n{}",
+        server.log()
+    );
 }

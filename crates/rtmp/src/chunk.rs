@@ -6,7 +6,7 @@ mod writer;
 
 pub use budget::SharedBudget;
 pub use reader::{ChunkError, ChunkReader, Limits};
-pub use writer::{ChunkWriter, Outbound};
+pub use writer::{ChunkWriter, Outbound, Payload};
 
 use bytes::Bytes;
 

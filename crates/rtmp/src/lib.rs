@@ -62,7 +62,7 @@ pub(crate) fn be_u32(bytes: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes(b))
 }
 
-pub use chunk::{ChunkReader, ChunkWriter, Limits, Outbound, RawMessage, SharedBudget};
+pub use chunk::{ChunkReader, ChunkWriter, Limits, Outbound, Payload, RawMessage, SharedBudget};
 pub use message::{Command, Message};
 pub use session::SessionError;
 pub use session::client::{ClientConfig, ClientEvent, ClientSession};

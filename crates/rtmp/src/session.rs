@@ -4,11 +4,12 @@
 pub mod client;
 pub mod server;
 
-use bytes::Bytes;
 use thiserror::Error;
 
 use crate::amf0::Value;
-use crate::chunk::{ChunkError, ChunkReader, ChunkWriter, Limits, Outbound, RawMessage, SharedBudget, csid};
+use crate::chunk::{
+    ChunkError, ChunkReader, ChunkWriter, Limits, Outbound, Payload, RawMessage, SharedBudget, csid,
+};
 use crate::handshake::HandshakeError;
 use crate::message::{Command, Message, MessageError, UserControl};
 
@@ -109,7 +110,7 @@ impl Link {
         );
     }
 
-    fn send_payload(&mut self, csid: u32, timestamp: u32, type_id: u8, stream_id: u32, payload: &Bytes) {
+    fn send_payload(&mut self, csid: u32, timestamp: u32, type_id: u8, stream_id: u32, payload: Payload<'_>) {
         self.writer
             .write(csid, timestamp, type_id, stream_id, payload, &mut self.out);
     }

@@ -3,7 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use bytes::Bytes;
-use oxcast_rtmp::chunk::{ChunkError, ChunkReader, ChunkWriter, Limits, Outbound, RawMessage, SharedBudget};
+use oxcast_rtmp::chunk::{
+    ChunkError, ChunkReader, ChunkWriter, Limits, Outbound, Payload, RawMessage, SharedBudget,
+};
 use proptest::prelude::*;
 
 fn message() -> impl Strategy<Value = RawMessage> {
@@ -290,6 +292,72 @@ fn chunks_of(m: &RawMessage, chunk_size: u32) -> Vec<Vec<u8>> {
         out.push(std::mem::replace(&mut header, basic(3)));
     }
     out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// A payload given as a head and a body goes on the wire byte for byte as the two joined, with
+    /// the same header compression for the messages after it: at any split (empty head, empty body,
+    /// on a chunk boundary, straddling one) and any chunk size.
+    #[test]
+    fn a_payload_in_two_parts_is_written_as_the_whole(
+        messages in prop::collection::vec((message(), any::<prop::sample::Index>()), 1..20),
+        chunk_size in prop_oneof![1u32..16, 100u32..200, Just(4096u32)],
+        near_boundary in any::<bool>(),
+    ) {
+        let messages: Vec<(RawMessage, prop::sample::Index)> = {
+            let (raw, splits): (Vec<_>, Vec<_>) = messages.into_iter().unzip();
+            ordered(raw).into_iter().zip(splits).collect()
+        };
+        let (mut whole, mut parts) = (ChunkWriter::new(), ChunkWriter::new());
+        whole.set_chunk_size(chunk_size);
+        parts.set_chunk_size(chunk_size);
+        let (mut whole_out, mut parts_out) = (Outbound::new(), Outbound::new());
+        for (m, split) in &messages {
+            let len = m.payload.len();
+            // Half the cases split within a byte of a chunk boundary, where the head's last chunk
+            // and the body's first meet.
+            let at = if near_boundary && len > 0 {
+                let boundary = (split.index(len / chunk_size as usize + 1) * chunk_size as usize).min(len);
+                (boundary + split.index(3)).saturating_sub(1).min(len)
+            } else {
+                split.index(len + 1)
+            };
+            whole.write(m.csid, m.timestamp, m.type_id, m.stream_id, &m.payload, &mut whole_out);
+            let body = m.payload.slice(at..);
+            let payload = Payload { head: &m.payload[..at], body: &body };
+            parts.write(m.csid, m.timestamp, m.type_id, m.stream_id, payload, &mut parts_out);
+        }
+        prop_assert_eq!(parts_out.len(), whole_out.len());
+        prop_assert_eq!(parts_out.take_all(), whole_out.take_all());
+    }
+}
+
+/// The body of a two-part payload is queued by reference, as a whole payload is: the relay's frames
+/// are not copied before the socket.
+#[test]
+fn the_body_of_a_two_part_payload_is_not_copied() {
+    let mut writer = ChunkWriter::new();
+    writer.set_chunk_size(4096);
+    let mut out = Outbound::new();
+    let frame = Bytes::from(vec![7u8; 3000]);
+    writer.write(
+        6,
+        0,
+        9,
+        1,
+        Payload {
+            head: &[0x17, 1, 0, 0, 0],
+            body: &frame,
+        },
+        &mut out,
+    );
+    let segments: Vec<Bytes> = std::iter::from_fn(|| out.pop()).collect();
+    assert_eq!(segments.len(), 2, "headers and tag header, then the frame");
+    assert_eq!(segments[0].len(), 12 + 5);
+    assert_eq!(segments[1].as_ptr(), frame.as_ptr());
+    assert_eq!(segments[1].len(), frame.len());
 }
 
 #[test]

@@ -43,6 +43,11 @@ const FINALIZE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long playlists may take to end at shutdown (their last segment is muxed from memory).
 const HLS_END_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long relays may take at shutdown to tell their destinations the stream ended (a destination
+/// that takes nothing meanwhile sees the connection drop instead).
+const UNPUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long in-flight requests may take to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -186,7 +191,7 @@ async fn run(mut settings: Settings, ready_file: Option<&Path>) -> anyhow::Resul
     ));
     let server = oxcast_api::serve(
         http,
-        oxcast_api::router(Arc::clone(&registry), api, hls.clone(), relays),
+        oxcast_api::router(Arc::clone(&registry), api, hls.clone(), relays.clone()),
         settings.http_limits.clone(),
         shutdown.clone(),
     );
@@ -201,9 +206,13 @@ async fn run(mut settings: Settings, ready_file: Option<&Path>) -> anyhow::Resul
         tracing::warn!("RTMP ingest ended abnormally: {e}");
     }
     registry.shutdown().await;
-    // The streams have ended: each output writes its end (a playlist's ENDLIST, a finalized MP4).
-    hls.wait(HLS_END_TIMEOUT).await;
-    archives.wait(FINALIZE_TIMEOUT).await;
+    // The streams have ended: each output writes its end (a playlist's ENDLIST, a finalized MP4,
+    // a relay's unpublish), each in its own time.
+    tokio::join!(
+        hls.wait(HLS_END_TIMEOUT),
+        archives.wait(FINALIZE_TIMEOUT),
+        relays.wait(UNPUBLISH_TIMEOUT)
+    );
     store.close()?;
     tracing::info!("shutdown complete");
     Ok(())

@@ -7,22 +7,25 @@
 //! active; a slow one falls behind on its own subscription and skips to the next keyframe (counted
 //! as dropped frames). Nothing a destination does reaches the ingest or the other outputs: they
 //! read the bus on their own. When the stream ends, each destination gets `FCUnpublish` and
-//! `deleteStream` before the connection closes, so platforms end the broadcast at once.
+//! `deleteStream` before the connection closes, so platforms end the broadcast at once; at
+//! shutdown [`Relays::wait`] lets them do so.
 
 mod destination;
-mod flv;
 mod relay;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use oxcast_core::rules::RtmpUrl;
 use oxcast_core::sync::lock;
 use oxcast_core::{LiveStream, OutputId, OutputKind, RelayStatus, RelayStatusSource, StreamBus, StreamId};
+use thiserror::Error;
 use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
-
-use crate::destination::Destination;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 /// Settings from `simulcast.*`.
 #[derive(Debug, Clone, Default)]
@@ -34,69 +37,90 @@ pub struct SimulcastConfig {
     pub allow_private_destinations: bool,
 }
 
+/// Why the relays cannot be set up.
+#[derive(Debug, Error)]
+pub enum SetupError {
+    #[error("simulcast.ca_file {}: {source}", path.display())]
+    CaFile {
+        path: PathBuf,
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("simulcast.ca_file {}: {source}", path.display())]
+    Certificate { path: PathBuf, source: rustls::Error },
+    #[error("simulcast.ca_file {}: no certificate in it", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error("TLS: {0}")]
+    Tls(rustls::Error),
+}
+
 /// Every running relay, by output.
 pub struct Relays {
     tls: Arc<rustls::ClientConfig>,
     allow_private: bool,
     running: Mutex<HashMap<OutputId, Running>>,
+    /// Every relay task, including those of streams that ended and are still unpublishing.
+    tasks: TaskTracker,
 }
 
 struct Running {
     stream_id: StreamId,
-    destination: Destination,
+    destination: RtmpUrl,
     stop: CancellationToken,
     status: Arc<Mutex<RelayStatus>>,
 }
 
 impl Relays {
     /// Fails when `ca_file` cannot be read or holds no certificate.
-    pub fn new(config: &SimulcastConfig) -> Result<Self, String> {
+    pub fn new(config: &SimulcastConfig) -> Result<Self, SetupError> {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         if let Some(path) = &config.ca_file {
             use rustls_pki_types::pem::PemObject;
+            let pem = |source| SetupError::CaFile {
+                path: path.clone(),
+                source,
+            };
             let mut added = 0;
-            for cert in rustls_pki_types::CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("simulcast.ca_file {}: {e}", path.display()))?
-            {
-                let cert = cert.map_err(|e| format!("simulcast.ca_file {}: {e}", path.display()))?;
+            for cert in rustls_pki_types::CertificateDer::pem_file_iter(path).map_err(pem)? {
                 roots
-                    .add(cert)
-                    .map_err(|e| format!("simulcast.ca_file {}: {e}", path.display()))?;
+                    .add(cert.map_err(pem)?)
+                    .map_err(|source| SetupError::Certificate {
+                        path: path.clone(),
+                        source,
+                    })?;
                 added += 1;
             }
             if added == 0 {
-                return Err(format!(
-                    "simulcast.ca_file {}: no certificate in it",
-                    path.display()
-                ));
+                return Err(SetupError::NoCertificate { path: path.clone() });
             }
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS: {e}"))?
+            .map_err(SetupError::Tls)?
             .with_root_certificates(roots)
             .with_no_client_auth();
         Ok(Self {
             tls: Arc::new(tls),
             allow_private: config.allow_private_destinations,
             running: Mutex::new(HashMap::new()),
+            tasks: TaskTracker::new(),
         })
     }
 
     /// Makes the stream's running relays match its simulcast outputs: starts the new ones (on the
     /// next keyframe), stops the deleted ones at once, reconnects the ones whose destination
-    /// changed.
+    /// changed. Each relay runs in a `relay{output_id}` span inside the caller's.
     pub fn sync(&self, stream: &LiveStream, bus: &Arc<StreamBus>) {
-        let wanted: HashMap<&OutputId, Destination> = stream
+        let wanted: HashMap<&OutputId, RtmpUrl> = stream
             .outputs
             .iter()
             .filter_map(|o| match &o.kind {
-                OutputKind::Simulcast(target) => match Destination::parse(target) {
-                    Some(destination) => Some((&o.id, destination)),
-                    None => {
-                        tracing::error!(stream_id = %stream.id, output_id = %o.id, "unusable simulcast uri");
+                OutputKind::Simulcast(target) => match RtmpUrl::of(target) {
+                    Ok(destination) => Some((&o.id, destination)),
+                    // Not said why: the refusal may quote the uri, key and all.
+                    Err(_) => {
+                        tracing::error!(output_id = %o.id, "unusable simulcast uri");
                         None
                     }
                 },
@@ -118,15 +142,15 @@ impl Relays {
             let status = Arc::new(Mutex::new(RelayStatus::IDLE));
             let stop = CancellationToken::new();
             let relay = relay::Relay {
-                stream_id: stream.id.clone(),
-                output_id: id.clone(),
                 destination: destination.clone(),
                 status: Arc::clone(&status),
                 stop: stop.clone(),
                 tls: Arc::clone(&self.tls),
                 allow_private: self.allow_private,
             };
-            tokio::spawn(relay::run(relay, Arc::clone(bus)));
+            self.tasks.spawn(
+                relay::run(relay, Arc::clone(bus)).instrument(tracing::info_span!("relay", output_id = %id)),
+            );
             running.insert(
                 id.clone(),
                 Running {
@@ -154,6 +178,25 @@ impl Relays {
             }
             keep
         });
+    }
+}
+
+impl Relays {
+    /// Waits (at most `limit`) for every relay to finish: at shutdown, after the streams ended, so
+    /// each destination is told the stream ended (`FCUnpublish`, `deleteStream`) rather than
+    /// seeing the connection drop.
+    pub async fn wait(&self, limit: Duration) {
+        self.tasks.close();
+        if self.tasks.is_empty() {
+            return;
+        }
+        tracing::info!(relays = self.tasks.len(), "waiting for the relays to unpublish");
+        if tokio::time::timeout(limit, self.tasks.wait()).await.is_err() {
+            tracing::warn!(
+                relays = self.tasks.len(),
+                "relays still unpublishing after {limit:?}; their connections are dropped"
+            );
+        }
     }
 }
 

@@ -2,24 +2,26 @@
 //! stream ends or the output goes, reconnecting after any failure.
 
 use std::io::IoSlice;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use oxcast_core::clock::now_ms;
+use oxcast_core::rules::RtmpUrl;
 use oxcast_core::sync::lock;
-use oxcast_core::{BusEvent, OutputId, RelayState, RelayStatus, StreamBus, StreamId, Subscriber};
-use oxcast_media::{MediaEvent, Rebaser};
+use oxcast_core::{BusEvent, RelayState, RelayStatus, StreamBus, Subscriber};
+use oxcast_media::{MediaEvent, Rebaser, Track, flv};
 use oxcast_rtmp::amf0::Value;
-use oxcast_rtmp::{ClientConfig, ClientSession};
+use oxcast_rtmp::{ClientConfig, ClientSession, Payload, SessionError};
+use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
 
-use crate::destination::{self, Destination};
-use crate::flv;
+use crate::destination;
 
 /// TCP connect, and TLS with it.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,9 +33,7 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 const LAST_RETRY: Duration = Duration::from_secs(30);
 
 pub(crate) struct Relay {
-    pub(crate) stream_id: StreamId,
-    pub(crate) output_id: OutputId,
-    pub(crate) destination: Destination,
+    pub(crate) destination: RtmpUrl,
     pub(crate) status: Arc<Mutex<RelayStatus>>,
     /// The output was deleted or changed: close at once.
     pub(crate) stop: CancellationToken,
@@ -47,9 +47,61 @@ enum Outcome {
     /// The stream ended; the destination was told.
     Ended,
     Failed {
-        error: String,
+        error: RelayError,
         was_live: bool,
     },
+}
+
+/// Why a connection to a destination failed. The text is the output's `last_error`: it names the
+/// destination's host, never its key.
+#[derive(Debug, Error)]
+pub(crate) enum RelayError {
+    #[error("no connection within {0:?}")]
+    ConnectTimeout(Duration),
+    #[error("cannot resolve {host}: {source}")]
+    Resolve { host: String, source: std::io::Error },
+    #[error("{host} resolves to no address")]
+    NoAddress { host: String },
+    #[error(
+        "refused to connect to {host}: it resolves to {ip}, {kind}; relays reach only public \
+         addresses unless simulcast.allow_private_destinations is true"
+    )]
+    NonPublic {
+        host: String,
+        ip: IpAddr,
+        kind: &'static str,
+    },
+    #[error("connect {host}:{port} ({ip}): {source}")]
+    Connect {
+        host: String,
+        port: u16,
+        ip: IpAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS server name {host:?}: {source}")]
+    ServerName {
+        host: String,
+        source: rustls_pki_types::InvalidDnsNameError,
+    },
+    #[error("TLS with {host}: {source}")]
+    Tls { host: String, source: std::io::Error },
+    #[error("no answer to the RTMP handshake and publish within {0:?}")]
+    PublishTimeout(Duration),
+    #[error("the destination refused: {0}")]
+    Refused(SessionError),
+    #[error("the destination said: {0}")]
+    Said(SessionError),
+    /// Something we were to send did not fit the session (a bug, or a state it was not in).
+    #[error("{0}")]
+    Send(SessionError),
+    #[error("the destination closed the connection")]
+    Closed,
+    #[error("read: {0}")]
+    Read(std::io::Error),
+    #[error("write: {0}")]
+    Write(std::io::Error),
+    #[error("the destination took nothing for {0:?}")]
+    WriteTimeout(Duration),
 }
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -72,7 +124,7 @@ pub(crate) async fn run(relay: Relay, bus: Arc<StreamBus>) {
         let outcome = tokio::select! {
             outcome = publish(&relay, subscriber) => outcome,
             () = relay.stop.cancelled() => {
-                tracing::info!(stream_id = %relay.stream_id, output_id = %relay.output_id, "simulcast stopped");
+                tracing::info!("simulcast stopped");
                 return;
             }
         };
@@ -91,11 +143,10 @@ pub(crate) async fn run(relay: Relay, bus: Arc<StreamBus>) {
         }
         let pause = jittered(retry);
         retry = (retry * 2).min(LAST_RETRY);
-        tracing::warn!(stream_id = %relay.stream_id, output_id = %relay.output_id,
-            destination = relay.destination.describe(), retry_in = ?pause, "simulcast failed: {error}");
+        tracing::warn!(destination = relay.destination.tc_url(), retry_in = ?pause, "simulcast failed: {error}");
         relay.update(|s| {
             s.state = RelayState::Retrying;
-            s.last_error = Some(error);
+            s.last_error = Some(error.to_string());
             s.connected_at = None;
         });
         // Waits out the pause, unless the stream ends or the output goes meanwhile.
@@ -119,7 +170,7 @@ fn jittered(base: Duration) -> Duration {
 
 /// One connection: connect, publish, relay until the stream ends or something fails.
 async fn publish(relay: &Relay, mut subscriber: Subscriber) -> Outcome {
-    let failed = |error: String| Outcome::Failed {
+    let failed = |error: RelayError| Outcome::Failed {
         error,
         was_live: false,
     };
@@ -132,41 +183,36 @@ async fn publish(relay: &Relay, mut subscriber: Subscriber) -> Outcome {
     {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => return failed(e),
-        Err(_) => return failed(format!("no connection within {CONNECT_TIMEOUT:?}")),
+        Err(_) => return failed(RelayError::ConnectTimeout(CONNECT_TIMEOUT)),
     };
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut session = ClientSession::new(ClientConfig::new(
-        &destination.app,
-        &destination.tc_url,
-        &destination.key,
+        destination.app(),
+        destination.tc_url(),
+        destination.key(),
     ));
     let mut buf = vec![0u8; 16 * 1024];
     let mut sent = 0u64;
     let handshake = async {
         while !session.is_publishing() {
             sent += flush(&mut session, &mut writer).await?;
-            let n = reader.read(&mut buf).await.map_err(|e| format!("read: {e}"))?;
+            let n = reader.read(&mut buf).await.map_err(RelayError::Read)?;
             if n == 0 {
-                return Err("the destination closed the connection".to_owned());
+                return Err(RelayError::Closed);
             }
             session
                 .handle_input(buf.get(..n).unwrap_or_default())
-                .map_err(|e| format!("the destination refused: {e}"))?;
+                .map_err(RelayError::Refused)?;
         }
         Ok(())
     };
     match timeout(PUBLISH_TIMEOUT, handshake).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return failed(e),
-        Err(_) => {
-            return failed(format!(
-                "no answer to the RTMP handshake and publish within {PUBLISH_TIMEOUT:?}"
-            ));
-        }
+        Err(_) => return failed(RelayError::PublishTimeout(PUBLISH_TIMEOUT)),
     }
     let connected_at = now_ms();
-    tracing::info!(stream_id = %relay.stream_id, output_id = %relay.output_id,
-        destination = destination.describe(), "simulcast live");
+    tracing::info!(destination = destination.tc_url(), "simulcast live");
     relay.update(|s| {
         s.state = RelayState::Live;
         s.last_error = None;
@@ -178,7 +224,7 @@ async fn publish(relay: &Relay, mut subscriber: Subscriber) -> Outcome {
     // publisher reconnect (whose clock starts again).
     let mut timeline = Rebaser::from_zero();
     let mut metadata_sent = false;
-    let live_failed = |error: String| Outcome::Failed {
+    let live_failed = |error: RelayError| Outcome::Failed {
         error,
         was_live: true,
     };
@@ -188,12 +234,13 @@ async fn publish(relay: &Relay, mut subscriber: Subscriber) -> Outcome {
                 let Some(event) = event else {
                     // The stream ended: tell the destination, so it ends the broadcast now.
                     let _ = session.unpublish();
-                    let _ = flush(&mut session, &mut writer).await;
-                    let _ = writer.shutdown().await;
+                    if flush(&mut session, &mut writer).await.is_ok() {
+                        close(&mut reader, &mut writer, &mut buf).await;
+                    }
                     return Outcome::Ended;
                 };
                 if let Err(e) = send(&mut session, event, &mut timeline, &mut metadata_sent) {
-                    return live_failed(e);
+                    return live_failed(RelayError::Send(e));
                 }
                 match flush(&mut session, &mut writer).await {
                     Ok(n) => {
@@ -208,13 +255,13 @@ async fn publish(relay: &Relay, mut subscriber: Subscriber) -> Outcome {
             }
             read = reader.read(&mut buf) => {
                 let input = match read {
-                    Ok(0) => return live_failed("the destination closed the connection".into()),
+                    Ok(0) => return live_failed(RelayError::Closed),
                     Ok(n) => buf.get(..n).unwrap_or_default(),
-                    Err(e) => return live_failed(format!("read: {e}")),
+                    Err(e) => return live_failed(RelayError::Read(e)),
                 };
                 // Acknowledgements, pings, a late refusal.
                 if let Err(e) = session.handle_input(input) {
-                    return live_failed(format!("the destination said: {e}"));
+                    return live_failed(RelayError::Said(e));
                 }
                 if let Err(e) = flush(&mut session, &mut writer).await {
                     return live_failed(e);
@@ -225,58 +272,94 @@ async fn publish(relay: &Relay, mut subscriber: Subscriber) -> Outcome {
 }
 
 async fn connect(
-    destination: &Destination,
+    destination: &RtmpUrl,
     tls: &Arc<rustls::ClientConfig>,
     allow_private: bool,
-) -> Result<Box<dyn Io>, String> {
+) -> Result<Box<dyn Io>, RelayError> {
     let tcp = connect_tcp(destination, allow_private).await?;
     let _ = tcp.set_nodelay(true);
-    if !destination.tls {
+    if !destination.tls() {
         return Ok(Box::new(tcp));
     }
-    let name = rustls_pki_types::ServerName::try_from(destination.host.clone())
-        .map_err(|e| format!("TLS server name {:?}: {e}", destination.host))?;
+    let host = destination.host();
+    let name =
+        rustls_pki_types::ServerName::try_from(host.to_owned()).map_err(|source| RelayError::ServerName {
+            host: host.to_owned(),
+            source,
+        })?;
     let stream = tokio_rustls::TlsConnector::from(Arc::clone(tls))
         .connect(name, tcp)
         .await
-        .map_err(|e| format!("TLS with {}: {e}", destination.host))?;
+        .map_err(|source| RelayError::Tls {
+            host: host.to_owned(),
+            source,
+        })?;
     Ok(Box::new(stream))
 }
 
 /// A TCP connection to one of the addresses the destination's host resolves to. Addresses are
 /// checked after resolution, and the connection goes to the checked address (no second lookup a
 /// DNS answer could change in between).
-async fn connect_tcp(destination: &Destination, allow_private: bool) -> Result<TcpStream, String> {
-    let (host, port) = (destination.host.as_str(), destination.port);
+async fn connect_tcp(destination: &RtmpUrl, allow_private: bool) -> Result<TcpStream, RelayError> {
+    let (host, port) = (destination.host(), destination.port());
     let resolved: Vec<_> = tokio::net::lookup_host((host, port))
         .await
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .map_err(|source| RelayError::Resolve {
+            host: host.to_owned(),
+            source,
+        })?
         .collect();
     let mut refused = None;
     let mut last_error = None;
     for address in resolved {
         if !allow_private && let Some(kind) = destination::non_public(address.ip()) {
-            refused.get_or_insert((address.ip(), kind));
+            refused.get_or_insert(RelayError::NonPublic {
+                host: host.to_owned(),
+                ip: address.ip(),
+                kind,
+            });
             continue;
         }
         match TcpStream::connect(address).await {
             Ok(tcp) => return Ok(tcp),
-            Err(e) => last_error = Some(format!("connect {host}:{port} ({}): {e}", address.ip())),
+            Err(source) => {
+                last_error = Some(RelayError::Connect {
+                    host: host.to_owned(),
+                    port,
+                    ip: address.ip(),
+                    source,
+                });
+            }
         }
     }
-    Err(match (last_error, refused) {
-        (Some(e), _) => e,
-        (None, Some((ip, kind))) => format!(
-            "refused to connect to {host}: it resolves to {ip}, {kind}; relays reach only public \
-             addresses unless simulcast.allow_private_destinations is true"
-        ),
-        (None, None) => format!("{host} resolves to no address"),
-    })
+    Err(last_error.or(refused).unwrap_or_else(|| RelayError::NoAddress {
+        host: host.to_owned(),
+    }))
+}
+
+/// Closes our side and reads until the destination closes its own. Dropping a socket with unread
+/// input (acknowledgements the destination sent while we were writing) resets the connection, and
+/// a reset throws away what is still queued to send: the unpublish, behind the last frames.
+async fn close(
+    reader: &mut (impl AsyncRead + Unpin),
+    writer: &mut (impl AsyncWrite + Unpin),
+    buf: &mut [u8],
+) {
+    let drained = async {
+        let _ = writer.shutdown().await;
+        while matches!(reader.read(buf).await, Ok(n) if n > 0) {}
+    };
+    if timeout(WRITE_TIMEOUT, drained).await.is_err() {
+        tracing::debug!("the destination did not close its side within {WRITE_TIMEOUT:?}");
+    }
 }
 
 /// Writes what the session has to send, all its pieces (chunk headers, payload slices) in vectored
 /// writes rather than a system call each; returns the bytes written.
-async fn flush(session: &mut ClientSession, writer: &mut (impl AsyncWrite + Unpin)) -> Result<u64, String> {
+async fn flush(
+    session: &mut ClientSession,
+    writer: &mut (impl AsyncWrite + Unpin),
+) -> Result<u64, RelayError> {
     let mut pieces: Vec<Bytes> = Vec::new();
     while let Some(bytes) = session.outbound().pop() {
         pieces.push(bytes);
@@ -296,36 +379,40 @@ async fn flush(session: &mut ClientSession, writer: &mut (impl AsyncWrite + Unpi
     };
     match timeout(WRITE_TIMEOUT, write).await {
         Ok(Ok(())) => Ok(total),
-        Ok(Err(e)) => Err(format!("write: {e}")),
-        Err(_) => Err(format!("the destination took nothing for {WRITE_TIMEOUT:?}")),
+        Ok(Err(e)) => Err(RelayError::Write(e)),
+        Err(_) => Err(RelayError::WriteTimeout(WRITE_TIMEOUT)),
     }
 }
 
+/// Puts one bus event on the session. A frame goes as its FLV tag header and its data, apart: the
+/// data is not copied before it reaches the socket.
 fn send(
     session: &mut ClientSession,
     event: BusEvent,
     timeline: &mut Rebaser,
     metadata_sent: &mut bool,
-) -> Result<(), String> {
-    let sent = match event {
+) -> Result<(), SessionError> {
+    match event {
         BusEvent::Media(MediaEvent::VideoConfig(config)) => {
-            session.send_video(timeline.last() as u32, &flv::video_config(&config))
+            session.send_video(timeline.last() as u32, &flv::avc_sequence_start(&config))
         }
         BusEvent::Media(MediaEvent::AudioConfig(config)) => {
-            session.send_audio(timeline.last() as u32, &flv::audio_config(&config))
+            session.send_audio(timeline.last() as u32, &flv::aac_sequence_start(&config))
         }
         BusEvent::Media(MediaEvent::Frame(frame)) => {
             if !*metadata_sent {
                 *metadata_sent = true;
-                session
-                    .send_metadata(Value::object([("encoder", Value::string("Oxcast"))]))
-                    .map_err(|e| e.to_string())?;
+                session.send_metadata(Value::object([("encoder", Value::string("Oxcast"))]))?;
             }
             let timestamp = timeline.map(frame.dts).max(0) as u32;
-            let tag: Bytes = flv::frame(&frame);
+            let header = flv::frame_header(&frame);
+            let tag = Payload {
+                head: header.as_bytes(),
+                body: &frame.data,
+            };
             match frame.track {
-                oxcast_media::Track::Video => session.send_video(timestamp, &tag),
-                oxcast_media::Track::Audio => session.send_audio(timestamp, &tag),
+                Track::Video => session.send_video(timestamp, tag),
+                Track::Audio => session.send_audio(timestamp, tag),
             }
         }
         BusEvent::Discontinuity => {
@@ -333,6 +420,37 @@ fn send(
             Ok(())
         }
         BusEvent::End => Ok(()),
-    };
-    sent.map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `last_error` reads as it always has: the e2e tests and users look for these words.
+    #[test]
+    fn errors_read_as_last_error_shows_them() {
+        let refused = RelayError::NonPublic {
+            host: "localhost".into(),
+            ip: IpAddr::from([127, 0, 0, 1]),
+            kind: "a loopback address",
+        };
+        assert_eq!(
+            refused.to_string(),
+            "refused to connect to localhost: it resolves to 127.0.0.1, a loopback address; relays \
+             reach only public addresses unless simulcast.allow_private_destinations is true"
+        );
+        assert_eq!(
+            RelayError::PublishTimeout(PUBLISH_TIMEOUT).to_string(),
+            "no answer to the RTMP handshake and publish within 10s"
+        );
+        assert_eq!(
+            RelayError::WriteTimeout(WRITE_TIMEOUT).to_string(),
+            "the destination took nothing for 10s"
+        );
+        assert_eq!(
+            RelayError::Closed.to_string(),
+            "the destination closed the connection"
+        );
+    }
 }

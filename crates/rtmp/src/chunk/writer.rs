@@ -78,6 +78,32 @@ impl Outbound {
     }
 }
 
+/// A message payload as the writer takes it: `head`, copied in front, then `body`, sent by
+/// reference. A relay puts the few bytes of an FLV tag header in front of a frame this way, and the
+/// frame stays the slice of what the publisher sent (no buffer of the two joined).
+#[derive(Debug, Clone, Copy)]
+pub struct Payload<'a> {
+    pub head: &'a [u8],
+    pub body: &'a Bytes,
+}
+
+impl<'a> From<&'a Bytes> for Payload<'a> {
+    fn from(body: &'a Bytes) -> Self {
+        Payload { head: &[], body }
+    }
+}
+
+impl Payload<'_> {
+    /// Bytes in all.
+    pub fn len(&self) -> usize {
+        self.head.len() + self.body.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 #[derive(Debug)]
 struct OutStream {
     csid: u32,
@@ -124,17 +150,19 @@ impl ChunkWriter {
         self.chunk_size = size.clamp(1, MAX_CHUNK_SIZE);
     }
 
-    /// Queues one message on chunk stream `csid` (2..=65599).
-    pub fn write(
+    /// Queues one message on chunk stream `csid` (2..=65599): a whole payload (`&Bytes`), or a
+    /// [`Payload`] in two parts, which goes on the wire exactly as the two joined would.
+    pub fn write<'a>(
         &mut self,
         csid: u32,
         timestamp: u32,
         type_id: u8,
         stream_id: u32,
-        payload: &Bytes,
+        payload: impl Into<Payload<'a>>,
         out: &mut Outbound,
     ) {
-        let length = payload.len() as u32;
+        let Payload { head, body } = payload.into();
+        let length = (head.len() + body.len()) as u32;
         let index = match self.streams.iter().position(|s| s.csid == csid) {
             Some(i) => i,
             None => {
@@ -200,12 +228,21 @@ impl ChunkWriter {
         }
 
         let chunk = self.chunk_size as usize;
+        let total = head.len() + body.len();
         let mut offset = 0;
         loop {
-            let end = (offset + chunk).min(payload.len());
-            out.put_bytes(payload.slice(offset..end));
+            let end = (offset + chunk).min(total);
+            // The chunk's share of the head, then of the body: either may be empty.
+            out.put_slice(
+                head.get(offset.min(head.len())..end.min(head.len()))
+                    .unwrap_or_default(),
+            );
+            let (from, to) = (offset.saturating_sub(head.len()), end.saturating_sub(head.len()));
+            if to > from {
+                out.put_bytes(body.slice(from..to));
+            }
             offset = end;
-            if offset >= payload.len() {
+            if offset >= total {
                 break;
             }
             // Continuation: type-3 basic header, plus the extended timestamp again if there is one.

@@ -1,11 +1,9 @@
 //! The client side of a publishing connection, as an encoder speaks it: handshake, `connect`,
 //! `releaseStream`, `FCPublish`, `createStream`, `publish`, then metadata, audio and video.
 
-use bytes::Bytes;
-
 use super::{Link, SessionError, status_of};
 use crate::amf0::Value;
-use crate::chunk::{Limits, Outbound, csid};
+use crate::chunk::{Limits, Outbound, Payload, csid};
 use crate::handshake::{ClientHandshake, Progress, Scheme};
 use crate::message::{Message, type_id};
 
@@ -238,26 +236,43 @@ impl ClientSession {
     }
 
     /// Sends a data message as it was received (its AMF0 bytes).
-    pub fn send_data(&mut self, timestamp: u32, payload: &Bytes) -> Result<(), SessionError> {
+    pub fn send_data<'a>(
+        &mut self,
+        timestamp: u32,
+        payload: impl Into<Payload<'a>>,
+    ) -> Result<(), SessionError> {
         let stream_id = self.stream_id()?;
-        self.link
-            .send_payload(csid::DATA, timestamp, type_id::DATA_AMF0, stream_id, payload);
+        self.link.send_payload(
+            csid::DATA,
+            timestamp,
+            type_id::DATA_AMF0,
+            stream_id,
+            payload.into(),
+        );
         Ok(())
     }
 
-    /// Sends an FLV audio tag body.
-    pub fn send_audio(&mut self, timestamp: u32, payload: &Bytes) -> Result<(), SessionError> {
+    /// Sends an FLV audio tag body: whole, or as its header and the frame (see [`Payload`]).
+    pub fn send_audio<'a>(
+        &mut self,
+        timestamp: u32,
+        payload: impl Into<Payload<'a>>,
+    ) -> Result<(), SessionError> {
         let stream_id = self.stream_id()?;
         self.link
-            .send_payload(csid::AUDIO, timestamp, type_id::AUDIO, stream_id, payload);
+            .send_payload(csid::AUDIO, timestamp, type_id::AUDIO, stream_id, payload.into());
         Ok(())
     }
 
-    /// Sends an FLV video tag body.
-    pub fn send_video(&mut self, timestamp: u32, payload: &Bytes) -> Result<(), SessionError> {
+    /// Sends an FLV video tag body: whole, or as its header and the frame (see [`Payload`]).
+    pub fn send_video<'a>(
+        &mut self,
+        timestamp: u32,
+        payload: impl Into<Payload<'a>>,
+    ) -> Result<(), SessionError> {
         let stream_id = self.stream_id()?;
         self.link
-            .send_payload(csid::VIDEO, timestamp, type_id::VIDEO, stream_id, payload);
+            .send_payload(csid::VIDEO, timestamp, type_id::VIDEO, stream_id, payload.into());
         Ok(())
     }
 
