@@ -130,6 +130,7 @@ pub(crate) async fn run(relay: Relay, bus: Arc<StreamBus>) {
         };
         let (error, was_live) = match outcome {
             Outcome::Ended => {
+                tracing::info!("simulcast ended with the stream");
                 relay.update(|s| {
                     s.state = RelayState::Idle;
                     s.connected_at = None;
