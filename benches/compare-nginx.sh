@@ -58,7 +58,6 @@ PAUSE_SECONDS=${PAUSE_SECONDS:-5}
 ARCHIVE=${ARCHIVE:-off}
 DESTINATIONS=${DESTINATIONS:-0}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-NGINX_MODULE=/usr/lib/nginx/modules/ngx_rtmp_module.so
 
 # shellcheck source=benches/lib.sh
 . "$ROOT/benches/lib.sh"
@@ -103,32 +102,7 @@ trap cleanup EXIT
 # ---- the sink: a third nginx-rtmp that receives the relays (DESTINATIONS > 0); its CPU is not
 # counted for either server.
 SINK_RTMP=""
-if [ "$DESTINATIONS" -gt 0 ]; then
-    SINK_RTMP=$(free_port)
-    SINK=$WORK/sink
-    mkdir -p "$SINK"
-    chmod 0777 "$SINK"
-    SINK_APPS=""
-    for d in $(seq 1 "$DESTINATIONS"); do
-        SINK_APPS="$SINK_APPS  application relay$d { live on; record off; }
-"
-    done
-    cat >"$SINK/nginx.conf" <<EOF
-load_module $NGINX_MODULE;
-daemon off; worker_processes 1; pid $SINK/nginx.pid; error_log $SINK/error.log warn;
-events { worker_connections 1024; }
-rtmp { server { listen 127.0.0.1:$SINK_RTMP; chunk_size 4096;
-$SINK_APPS} }
-EOF
-    nginx -p "$SINK" -c "$SINK/nginx.conf" 2>>"$SINK/stderr" </dev/null &
-    SINK_PID=$!
-    for _ in $(seq 1 100); do
-        ss -Hltn "sport = :$SINK_RTMP" | grep -q . && break
-        sleep 0.05
-    done
-    ss -Hltn "sport = :$SINK_RTMP" | grep -q . || die "sink nginx did not start: $(cat "$SINK/error.log" "$SINK/stderr" 2>/dev/null)"
-fi
-sink_connections() { ss -Htn state established "sport = :$SINK_RTMP" | wc -l; }
+if [ "$DESTINATIONS" -gt 0 ]; then start_sink "$WORK/sink" "$DESTINATIONS"; fi
 
 # ---- Oxcast
 OX_HTTP=$(free_port)

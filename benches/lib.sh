@@ -1,6 +1,9 @@
 # What the bench scripts share (sourced, not run): loopback ports, waiting for a server, a
 # process's CPU and memory, and Oxcast streams made through its admin API.
 
+# Debian's libnginx-mod-rtmp.
+NGINX_MODULE=/usr/lib/nginx/modules/ngx_rtmp_module.so
+
 die() { echo "${0##*/}: $*" >&2; exit 2; }
 
 # A loopback port nothing listens on (checked with ss), from a range well away from the usual ones.
@@ -80,3 +83,32 @@ create_streams() { # API AUTH COUNT
         done
     done
 }
+
+# Starts the sink, an nginx-rtmp that takes relays on applications relay1 .. relayCOUNT (`live on`,
+# nothing recorded), in DIR; sets SINK_RTMP (its port) and SINK_PID. Stop it with kill -QUIT.
+start_sink() { # DIR COUNT
+    local dir=$1 count=$2 apps="" d
+    SINK_RTMP=$(free_port)
+    mkdir -p "$dir"
+    chmod 0777 "$dir"
+    for d in $(seq 1 "$count"); do
+        apps="$apps  application relay$d { live on; record off; }
+"
+    done
+    cat >"$dir/nginx.conf" <<EOF
+load_module $NGINX_MODULE;
+daemon off; worker_processes 1; pid $dir/nginx.pid; error_log $dir/error.log warn;
+events { worker_connections 1024; }
+rtmp { server { listen 127.0.0.1:$SINK_RTMP; chunk_size 4096;
+$apps} }
+EOF
+    nginx -p "$dir" -c "$dir/nginx.conf" 2>>"$dir/stderr" </dev/null &
+    SINK_PID=$!
+    for _ in $(seq 1 100); do
+        ss -Hltn "sport = :$SINK_RTMP" | grep -q . && break
+        sleep 0.05
+    done
+    ss -Hltn "sport = :$SINK_RTMP" | grep -q . || die "sink nginx did not start: $(cat "$dir/error.log" "$dir/stderr" 2>/dev/null)"
+}
+# Relays the sink holds now.
+sink_connections() { ss -Htn state established "sport = :$SINK_RTMP" | wc -l; }
