@@ -29,6 +29,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 /// A write the destination does not take within this long fails the connection.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Events already waiting that one write may carry (a few frames' worth, so a write stays short).
+const MAX_EVENTS_PER_WRITE: usize = 32;
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const LAST_RETRY: Duration = Duration::from_secs(30);
 
@@ -243,6 +245,14 @@ async fn publish(relay: &Relay, mut subscriber: Subscriber) -> Outcome {
                 if let Err(e) = send(&mut session, event, &mut timeline, &mut metadata_sent) {
                     return live_failed(RelayError::Send(e));
                 }
+                // Events come in bursts (one read of the publisher's socket holds several): what
+                // is there already goes in the same write, one system call instead of one each.
+                for _ in 1..MAX_EVENTS_PER_WRITE {
+                    let Some(Some(event)) = ready(subscriber.recv()) else { break };
+                    if let Err(e) = send(&mut session, event, &mut timeline, &mut metadata_sent) {
+                        return live_failed(RelayError::Send(e));
+                    }
+                }
                 match flush(&mut session, &mut writer).await {
                     Ok(n) => {
                         let dropped = dropped_before + subscriber.dropped();
@@ -421,6 +431,18 @@ fn send(
             Ok(())
         }
         BusEvent::End => Ok(()),
+    }
+}
+
+/// What `future` gives if it is ready now, without waiting; `None` if it would wait. The bus's
+/// `recv` gives up nothing when dropped unfinished, so asking it this way loses no event (a
+/// `None` ending is seen again by the next `recv`).
+fn ready<T>(future: impl std::future::Future<Output = T>) -> Option<T> {
+    let mut future = std::pin::pin!(future);
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut context) {
+        std::task::Poll::Ready(value) => Some(value),
+        std::task::Poll::Pending => None,
     }
 }
 
