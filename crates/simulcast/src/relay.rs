@@ -242,15 +242,16 @@ async fn publish(relay: &Relay, mut subscriber: Subscriber) -> Outcome {
                     }
                     return Outcome::Ended;
                 };
-                if let Err(e) = send(&mut session, event, &mut timeline, &mut metadata_sent) {
-                    return live_failed(RelayError::Send(e));
-                }
                 // Events come in bursts (one read of the publisher's socket holds several): what
                 // is there already goes in the same write, one system call instead of one each.
-                for _ in 1..MAX_EVENTS_PER_WRITE {
-                    let Some(Some(event)) = ready(subscriber.recv()) else { break };
+                let mut next = Some(event);
+                for taken in 1..=MAX_EVENTS_PER_WRITE {
+                    let Some(event) = next.take() else { break };
                     if let Err(e) = send(&mut session, event, &mut timeline, &mut metadata_sent) {
                         return live_failed(RelayError::Send(e));
+                    }
+                    if taken < MAX_EVENTS_PER_WRITE {
+                        next = ready(subscriber.recv()).flatten();
                     }
                 }
                 match flush(&mut session, &mut writer).await {
