@@ -261,19 +261,13 @@ impl Settings {
             http_listen: listen_addr("http.listen", &raw.http.listen)?,
             http_limits: http_limits(&raw.http)?,
             hls: oxcast_hls::HlsConfig {
-                segment_duration: Duration::from_secs(within(
+                segment_duration: seconds_in(
                     "hls.segment_duration_sec",
                     raw.hls.segment_duration_sec,
                     1..=30,
-                    "seconds",
-                )?),
+                )?,
                 window: within("hls.window", raw.hls.window, 2..=100, "segments")? as usize,
-                keep_after_end: Duration::from_secs(within(
-                    "hls.keep_after_end_sec",
-                    raw.hls.keep_after_end_sec,
-                    1..=86_400,
-                    "seconds",
-                )?),
+                keep_after_end: seconds_in("hls.keep_after_end_sec", raw.hls.keep_after_end_sec, 1..=86_400)?,
                 segment_limits: oxcast_hls::segmenter::SegmentLimits {
                     max_bytes: bytes("hls.max_segment_bytes", raw.hls.max_segment_bytes)?,
                     max_duration: match raw.hls.max_segment_sec {
@@ -304,12 +298,11 @@ impl Settings {
                 MIN_FRAGMENT_BYTES..=MAX_FRAGMENT_BYTES,
                 "bytes",
             )?,
-            archive_max_fragment_wait: Duration::from_secs(within(
+            archive_max_fragment_wait: seconds_in(
                 "archive.max_fragment_wait_sec",
                 raw.archive.max_fragment_wait_sec,
                 1..=60,
-                "seconds",
-            )?),
+            )?,
             simulcast: oxcast_simulcast::SimulcastConfig {
                 ca_file: Some(raw.simulcast.ca_file.trim())
                     .filter(|f| !f.is_empty())
@@ -370,9 +363,14 @@ fn within(key: &str, value: u64, range: RangeInclusive<u64>, unit: &str) -> Resu
     Ok(value)
 }
 
+/// A duration in whole seconds, within `range`.
+fn seconds_in(key: &str, value: u64, range: RangeInclusive<u64>) -> Result<Duration, SettingsError> {
+    within(key, value, range, "seconds").map(Duration::from_secs)
+}
+
 /// A timeout of 1 second to 1 hour.
 fn seconds(key: &str, value: u64) -> Result<Duration, SettingsError> {
-    within(key, value, 1..=3600, "seconds").map(Duration::from_secs)
+    seconds_in(key, value, 1..=3600)
 }
 
 /// Message limits of RTMP sessions: `max_message_bytes` once publishing (with room for two such
