@@ -451,6 +451,33 @@ fn ready<T>(future: impl std::future::Future<Output = T>) -> Option<T> {
 mod tests {
     use super::*;
 
+    /// The relay asks the bus for events already there without waiting: an unfinished ask gives
+    /// up nothing, so the events published after it, and the stream's end, all arrive in order.
+    #[test]
+    fn asking_for_a_ready_event_loses_none() {
+        let bus = Arc::new(StreamBus::new());
+        let mut subscriber = bus.subscribe();
+        assert!(ready(subscriber.recv()).is_none(), "nothing is there yet");
+        for dts in [0, 33, 66] {
+            bus.publish(MediaEvent::Frame(oxcast_media::Frame {
+                track: Track::Audio,
+                dts,
+                pts: dts,
+                keyframe: true,
+                data: Bytes::from_static(b"aac"),
+            }));
+        }
+        let mut got = Vec::new();
+        while let Some(Some(BusEvent::Media(MediaEvent::Frame(frame)))) = ready(subscriber.recv()) {
+            got.push(frame.dts);
+        }
+        assert_eq!(got, [0, 33, 66]);
+        assert!(ready(subscriber.recv()).is_none(), "and nothing more");
+        bus.end();
+        assert!(matches!(ready(subscriber.recv()), Some(None)), "the end is seen");
+        assert!(matches!(ready(subscriber.recv()), Some(None)), "and seen again");
+    }
+
     /// `last_error` reads as it always has: the e2e tests and users look for these words.
     #[test]
     fn errors_read_as_last_error_shows_them() {
