@@ -81,6 +81,15 @@ impl Verifier {
     }
 }
 
+/// Whether a request asks for its 401 without `WWW-Authenticate`: browsers answer that header with
+/// a sign-in dialog of their own, even to `fetch()`, so the dashboard (which has its own form)
+/// marks its requests `X-Requested-With: XMLHttpRequest`. Other clients get the challenge.
+pub(crate) fn wants_no_challenge(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get("x-requested-with")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"XMLHttpRequest"))
+}
+
 /// Middleware: admin routes answer 401 unless the request carries the credentials.
 pub(crate) async fn require_credentials(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let authorization = req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes());

@@ -129,6 +129,7 @@ pub async fn envelope(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let request_id = oxcast_core::ids::random_hex128();
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let no_challenge = crate::auth::wants_no_challenge(req.headers());
     let mut res = next.run(req).await;
     let status = res.status();
     let body = match res.extensions_mut().remove::<Payload>() {
@@ -149,6 +150,9 @@ pub async fn envelope(req: Request, next: Next) -> Response {
     let headers = res.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.remove(header::CONTENT_LENGTH);
+    if no_challenge {
+        headers.remove(header::WWW_AUTHENTICATE);
+    }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         headers.insert(REQUEST_ID_HEADER, v);
     }
