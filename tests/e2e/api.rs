@@ -517,7 +517,7 @@ fn not_found_method_not_allowed_and_too_large() {
         .assert_error(404, "live stream not found");
     server.get("/nothing/here").assert_error(404, "no endpoint");
     server
-        .send(Method::GET, "/", Auth::None, None)
+        .send(Method::GET, "/nothing", Auth::None, None)
         .assert_error(404, "no endpoint");
 
     // Wrong method: 405 with Allow.

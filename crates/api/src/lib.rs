@@ -5,7 +5,8 @@
 //! authenticated with HTTP Basic ([`auth`]); JSON bodies are read and checked field by field so
 //! that a 400 names the field ([`requests`]). The crate holds no state of its own: it calls
 //! `oxcast_core::Registry` for everything. Players read media without credentials ([`delivery`]):
-//! HLS from the output crates through `oxcast_core::HlsSource`. [`serve`] runs the application on
+//! HLS from the output crates through `oxcast_core::HlsSource`. People get pages ([`pages`]): the
+//! dashboard at `/` and a viewer page per stream. [`serve`] runs the application on
 //! a listener with the limits that keep idle or stalled clients from holding connections
 //! ([`HttpLimits`]).
 
@@ -14,6 +15,7 @@ pub mod auth;
 mod delivery;
 pub mod envelope;
 mod health;
+mod pages;
 mod requests;
 mod serve;
 mod views;
@@ -79,7 +81,9 @@ pub fn router(
     let admin = Router::new()
         .fallback_service(routes)
         .layer(axum::middleware::from_fn(envelope::envelope));
-    delivery::routes(delivery).fallback_service(admin)
+    delivery::routes(delivery.clone())
+        .merge(pages::routes(delivery))
+        .fallback_service(admin)
 }
 
 #[cfg(test)]

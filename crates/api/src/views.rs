@@ -42,6 +42,9 @@ pub(crate) struct OutputView<'a> {
     r#type: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     uri: Option<String>,
+    /// HLS outputs only: the public viewer page (an Oxcast extension).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    player_uri: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     stream_key: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -110,6 +113,7 @@ impl<'a> OutputView<'a> {
             name: output.name.as_deref(),
             r#type: output.kind.output_type().as_str(),
             uri: None,
+            player_uri: None,
             stream_key: None,
             vendor: None,
             public_id: None,
@@ -118,7 +122,10 @@ impl<'a> OutputView<'a> {
             updated_at: output.updated_at,
         };
         match &output.kind {
-            OutputKind::Hls => view.uri = Some(hls_url(stream_id, context.config)),
+            OutputKind::Hls => {
+                view.uri = Some(hls_url(stream_id, context.config));
+                view.player_uri = Some(player_url(stream_id, context.config));
+            }
             OutputKind::Archive { public_id } => view.public_id = Some(public_id),
             OutputKind::Simulcast(target) => {
                 view.uri = Some(target.uri.clone());
@@ -138,7 +145,21 @@ impl<'a> OutputView<'a> {
 /// Where players find a stream's HLS.
 pub(crate) fn hls_url(stream_id: &StreamId, config: &ApiConfig) -> String {
     format!(
-        "{}/{}/video/live/live_stream_{stream_id}_hls.m3u8",
+        "{}{}",
+        config.public_http_url,
+        hls_path(stream_id, &config.cloud_name)
+    )
+}
+
+/// The path of a stream's HLS playlist on this server.
+pub(crate) fn hls_path(stream_id: &StreamId, cloud_name: &str) -> String {
+    format!("/{cloud_name}/video/live/live_stream_{stream_id}_hls.m3u8")
+}
+
+/// A stream's public viewer page (see `pages`).
+pub(crate) fn player_url(stream_id: &StreamId, config: &ApiConfig) -> String {
+    format!(
+        "{}/{}/video/player/{stream_id}",
         config.public_http_url, config.cloud_name
     )
 }
