@@ -19,6 +19,8 @@ mod archive;
 mod archive_limits;
 #[path = "e2e/browser.rs"]
 mod browser;
+#[path = "e2e/dashboard.rs"]
+mod dashboard;
 #[path = "e2e/destination.rs"]
 mod destination;
 #[path = "e2e/durability.rs"]

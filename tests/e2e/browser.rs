@@ -27,7 +27,7 @@ fn browser_dir() -> PathBuf {
 }
 
 /// Fails (never skips) with what to install when the player's tools are missing.
-fn require_player() -> PathBuf {
+pub fn require_player() -> PathBuf {
     let dir = browser_dir();
     require("node");
     // The path `tests/browser/chromium.mjs` launches.

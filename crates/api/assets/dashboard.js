@@ -666,7 +666,7 @@
     if (samples.length < 2) {
       v.sparkLine.setAttribute('d', '');
       v.sparkArea.setAttribute('d', '');
-      setText(v.sparkCaption, samples.length ? 'Collecting…' : 'No data while idle');
+      setText(v.sparkCaption, state.detail && state.detail.status === 'active' ? 'Collecting…' : 'Shows while the stream is live');
       return;
     }
     const max = Math.max(...samples.map((s) => s.v), 1) * 1.15;
