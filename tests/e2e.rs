@@ -35,6 +35,8 @@ mod ingest;
 mod lifecycle;
 #[path = "e2e/logs.rs"]
 mod logs;
+#[path = "e2e/operations.rs"]
+mod operations;
 #[path = "e2e/rtmp_limits.rs"]
 mod rtmp_limits;
 #[path = "e2e/simulcast.rs"]

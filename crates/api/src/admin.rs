@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use oxcast_core::{OutputId, StreamId};
+use oxcast_core::{OutputId, Status, StreamId};
 
 use crate::AppState;
 use crate::envelope::{ApiError, Data};
@@ -33,6 +33,7 @@ pub(crate) fn routes(state: AppState) -> Router {
             )
             .route(&format!("{base}/live_streams/{{id}}/activate"), post(activate))
             .route(&format!("{base}/live_streams/{{id}}/idle"), post(idle))
+            .route(&format!("{base}/live_streams/{{id}}/kick"), post(kick))
             .route(
                 &format!("{base}/live_streams/{{id}}/outputs"),
                 get(list_outputs).post(create_output),
@@ -96,9 +97,10 @@ impl Ids {
 
 async fn list_streams(State(s): State<AppState>) -> Result<Data, ApiError> {
     let streams = s.registry.list_streams().await?;
+    let mut live = s.registry.live_inputs().await;
     let views: Vec<_> = streams
         .iter()
-        .map(|st| LiveStreamView::new(st, s.views()))
+        .map(|st| LiveStreamView::new(st, s.views(), live.remove(&st.id)))
         .collect();
     Data::new(&views)
 }
@@ -106,12 +108,13 @@ async fn list_streams(State(s): State<AppState>) -> Result<Data, ApiError> {
 async fn create_stream(State(s): State<AppState>, JsonObject(body): JsonObject) -> Result<Data, ApiError> {
     let new = requests::new_stream(&body)?;
     let stream = s.registry.create_stream(new).await?;
-    Data::new(&LiveStreamView::new(&stream, s.views()))
+    Data::new(&LiveStreamView::new(&stream, s.views(), None))
 }
 
 async fn get_stream(State(s): State<AppState>, Path(ids): Path<Ids>) -> Result<Data, ApiError> {
     let stream = s.registry.get_stream(&ids.stream()?).await?;
-    Data::new(&LiveStreamView::new(&stream, s.views()))
+    let live = s.registry.live_input(&stream.id).await;
+    Data::new(&LiveStreamView::new(&stream, s.views(), live))
 }
 
 async fn update_stream(
@@ -122,7 +125,8 @@ async fn update_stream(
     let id = ids.stream()?;
     let patch = requests::stream_patch(&body)?;
     let stream = s.registry.update_stream(&id, patch).await?;
-    Data::new(&LiveStreamView::new(&stream, s.views()))
+    let live = s.registry.live_input(&id).await;
+    Data::new(&LiveStreamView::new(&stream, s.views(), live))
 }
 
 async fn delete_stream(State(s): State<AppState>, Path(ids): Path<Ids>) -> Result<Data, ApiError> {
@@ -140,12 +144,25 @@ async fn idle(State(s): State<AppState>, Path(ids): Path<Ids>) -> Result<Data, A
     Ok(Data::ok())
 }
 
+/// Disconnects the publisher (an Oxcast extension); the idle timeout then runs as after any
+/// disconnect.
+async fn kick(State(s): State<AppState>, Path(ids): Path<Ids>) -> Result<Data, ApiError> {
+    s.registry.kick(&ids.stream()?).await?;
+    Ok(Data::ok())
+}
+
+/// Whether the stream is active now, for its outputs' live figures.
+async fn status_of(s: &AppState, id: &StreamId) -> Result<Status, ApiError> {
+    Ok(s.registry.get_stream(id).await?.status)
+}
+
 async fn list_outputs(State(s): State<AppState>, Path(ids): Path<Ids>) -> Result<Data, ApiError> {
     let id = ids.stream()?;
-    let outputs = s.registry.list_outputs(&id).await?;
-    let views: Vec<_> = outputs
+    let stream = s.registry.get_stream(&id).await?;
+    let views: Vec<_> = stream
+        .outputs
         .iter()
-        .map(|o| OutputView::new(&id, o, s.views()))
+        .map(|o| OutputView::new(&id, stream.status, o, s.views()))
         .collect();
     Data::new(&views)
 }
@@ -158,13 +175,15 @@ async fn create_output(
     let id = ids.stream()?;
     let new = requests::new_output(&body)?;
     let output = s.registry.create_output(&id, new).await?;
-    Data::new(&OutputView::new(&id, &output, s.views()))
+    let status = status_of(&s, &id).await?;
+    Data::new(&OutputView::new(&id, status, &output, s.views()))
 }
 
 async fn get_output(State(s): State<AppState>, Path(ids): Path<Ids>) -> Result<Data, ApiError> {
     let id = ids.stream()?;
     let output = s.registry.get_output(&id, &ids.output()?).await?;
-    Data::new(&OutputView::new(&id, &output, s.views()))
+    let status = status_of(&s, &id).await?;
+    Data::new(&OutputView::new(&id, status, &output, s.views()))
 }
 
 async fn update_output(
@@ -176,7 +195,8 @@ async fn update_output(
     let output_id = ids.output()?;
     let patch = requests::output_patch(&body)?;
     let output = s.registry.update_output(&id, &output_id, patch).await?;
-    Data::new(&OutputView::new(&id, &output, s.views()))
+    let status = status_of(&s, &id).await?;
+    Data::new(&OutputView::new(&id, status, &output, s.views()))
 }
 
 async fn delete_output(State(s): State<AppState>, Path(ids): Path<Ids>) -> Result<Data, ApiError> {

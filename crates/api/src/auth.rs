@@ -95,7 +95,10 @@ pub(crate) async fn require_credentials(State(state): State<AppState>, req: Requ
     let authorization = req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes());
     match state.verifier.check(authorization) {
         Ok(()) => next.run(req).await,
-        Err(e) => e.into_response(),
+        Err(e) => {
+            metrics::counter!("oxcast_refused_requests_total", "reason" => "unauthorized").increment(1);
+            e.into_response()
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -20,11 +20,35 @@ use bytes::Bytes;
 use oxcast_core::{HlsSource, Registry, SegmentBody, StreamId, rules};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
+use crate::serve::ClientAddress;
+use crate::viewers::Viewers;
+
 #[derive(Clone)]
 pub(crate) struct Delivery {
     pub(crate) cloud_name: Arc<str>,
     pub(crate) hls: Arc<dyn HlsSource>,
     pub(crate) registry: Arc<Registry>,
+    pub(crate) viewers: Arc<Viewers>,
+}
+
+/// Counts a request for `/metrics`, by kind and answer.
+fn counted(kind: &'static str, res: Response) -> Response {
+    metrics::counter!("oxcast_hls_requests_total", "kind" => kind, "status" => res.status().as_str().to_owned())
+        .increment(1);
+    res
+}
+
+/// Counts bytes served of a stream's HLS for `/metrics`.
+fn served(stream_id: &StreamId, res: &Response) {
+    if let Some(len) = res
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+    {
+        metrics::counter!("oxcast_stream_bytes_out_total",
+            "stream_id" => stream_id.to_string(), "output" => "hls")
+        .increment(len);
+    }
 }
 
 pub(crate) fn routes(delivery: Delivery) -> Router {
@@ -89,20 +113,33 @@ fn stream_of(name: &str, suffix: &str) -> Option<StreamId> {
     StreamId::parse(id)
 }
 
-async fn playlist(State(d): State<Delivery>, Path((cloud, file)): Path<(String, String)>) -> Response {
+async fn playlist(
+    State(d): State<Delivery>,
+    Path((cloud, file)): Path<(String, String)>,
+    client: Option<Extension<ClientAddress>>,
+    request: HeaderMap,
+) -> Response {
     let Some(id) = stream_of(&file, "_hls.m3u8").filter(|_| cloud == *d.cloud_name) else {
-        return not_found("playlist");
+        return counted("playlist", not_found("playlist"));
     };
     let Some(text) = d.hls.playlist(&id) else {
-        return not_found("playlist (the stream is not live, or has no segment yet)");
+        return counted(
+            "playlist",
+            not_found("playlist (the stream is not live, or has no segment yet)"),
+        );
     };
+    if let Some(Extension(ClientAddress(peer))) = client {
+        let agent = request.get(header::USER_AGENT).map_or(&b""[..], |v| v.as_bytes());
+        d.viewers.seen(&id, peer.ip(), agent);
+    }
     let mut res = Response::new(Body::from(text.clone()));
     let headers = res.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PLAYLIST_TYPE));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(PLAYLIST_CACHE));
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(text.len()));
     cors(headers);
-    res
+    served(&id, &res);
+    counted("playlist", res)
 }
 
 async fn segment(
@@ -115,11 +152,16 @@ async fn segment(
         stream_of(&dir, "_hls").filter(|_| cloud == *d.cloud_name),
         sequence,
     ) else {
-        return not_found("segment");
+        return counted("segment", not_found("segment"));
     };
+    let res = segment_of(&d, &id, sequence, request.get(header::RANGE)).await;
+    served(&id, &res);
+    counted("segment", res)
+}
+
+async fn segment_of(d: &Delivery, id: &StreamId, sequence: u64, range: Option<&HeaderValue>) -> Response {
     const GONE: &str = "segment (expired or not yet written)";
-    let range = request.get(header::RANGE);
-    match d.hls.segment(&id, sequence) {
+    match d.hls.segment(id, sequence) {
         Some(SegmentBody::Memory(data)) => ranged(data, SEGMENT_TYPE, SEGMENT_CACHE, range),
         // Streamed from the file, never read whole per request. A file can expire between the
         // lookup and the open: that is a 404 too (once open, it reads to the end even if deleted).
@@ -154,7 +196,11 @@ async fn asset(
     Path((cloud, path)): Path<(String, String)>,
     request: HeaderMap,
 ) -> Response {
-    let Some((public_id, version)) = asset_name(&path).filter(|_| cloud == *d.cloud_name) else {
+    counted("asset", asset_of(&d, &cloud, &path, &request).await)
+}
+
+async fn asset_of(d: &Delivery, cloud: &str, path: &str, request: &HeaderMap) -> Response {
+    let Some((public_id, version)) = asset_name(path).filter(|_| *cloud == *d.cloud_name) else {
         return not_found("asset");
     };
     let (archive, file) = match d.registry.archive_file(public_id, version).await {

@@ -15,18 +15,31 @@ pub mod auth;
 mod delivery;
 pub mod envelope;
 mod health;
+mod metrics;
 mod pages;
 mod requests;
 mod serve;
+mod viewers;
 mod views;
 
 use std::sync::Arc;
 
 use axum::Router;
-use oxcast_core::{HlsSource, Registry, RelayStatusSource};
+use oxcast_core::{HlsSource, RecordingSource, Registry, RelayStatusSource};
 
 pub use auth::Credentials;
+pub use metrics::MetricsExport;
 pub use serve::{HttpLimits, serve};
+
+/// What the API reads of the outputs (through `core`'s traits) and of the server.
+#[derive(Clone)]
+pub struct Sources {
+    pub hls: Arc<dyn HlsSource>,
+    pub relays: Arc<dyn RelayStatusSource>,
+    pub recordings: Arc<dyn RecordingSource>,
+    /// `/metrics`, when exposed.
+    pub metrics: Option<MetricsExport>,
+}
 
 /// What the API needs to know about the server it belongs to.
 #[derive(Clone, Debug)]
@@ -46,36 +59,38 @@ struct AppState {
     registry: Arc<Registry>,
     config: Arc<ApiConfig>,
     verifier: Arc<auth::Verifier>,
-    relays: Arc<dyn RelayStatusSource>,
+    sources: Sources,
+    viewers: Arc<viewers::Viewers>,
 }
 
 impl AppState {
     fn views(&self) -> views::ViewContext<'_> {
         views::ViewContext {
             config: &self.config,
-            relays: &*self.relays,
+            sources: &self.sources,
+            viewers: &self.viewers,
         }
     }
 }
 
-/// The whole HTTP application: media delivery, and the enveloped admin API for everything else.
-pub fn router(
-    registry: Arc<Registry>,
-    config: ApiConfig,
-    hls: Arc<dyn HlsSource>,
-    relays: Arc<dyn RelayStatusSource>,
-) -> Router {
+/// The whole HTTP application: media delivery, `/metrics`, and the enveloped admin API for
+/// everything else.
+pub fn router(registry: Arc<Registry>, config: ApiConfig, sources: Sources) -> Router {
+    let viewers = Arc::new(viewers::Viewers::default());
     let delivery = delivery::Delivery {
         cloud_name: config.cloud_name.as_str().into(),
-        hls,
+        hls: Arc::clone(&sources.hls),
         registry: Arc::clone(&registry),
+        viewers: Arc::clone(&viewers),
     };
     let state = AppState {
         registry,
         verifier: Arc::new(auth::Verifier::new(&config.credentials)),
         config: Arc::new(config),
-        relays,
+        sources,
+        viewers,
     };
+    let metrics = metrics::routes(state.clone());
     let routes = admin::routes(state.clone()).merge(health::routes(state));
     // As one service, so the envelope sees the router's finished answers (a 405 with its Allow header).
     let admin = Router::new()
@@ -83,6 +98,7 @@ pub fn router(
         .layer(axum::middleware::from_fn(envelope::envelope));
     delivery::routes(delivery.clone())
         .merge(pages::routes(delivery))
+        .merge(metrics)
         .fallback_service(admin)
 }
 

@@ -99,7 +99,13 @@ pub async fn serve(listener: TcpListener, router: Router, limits: HttpLimits, sh
     while let Some((socket, peer)) = acceptor.next(&shutdown).await {
         match shared.caps.admit(peer.ip()) {
             Ok(slot) => {
-                tracker.spawn(connection(socket, slot, Arc::clone(&shared), shutdown.clone()));
+                tracker.spawn(connection(
+                    socket,
+                    peer,
+                    slot,
+                    Arc::clone(&shared),
+                    shutdown.clone(),
+                ));
             }
             Err(refusal) => refuse(&shared, socket, peer, refusal),
         }
@@ -126,10 +132,12 @@ fn refuse(shared: &Shared, socket: TcpStream, peer: SocketAddr, refusal: CapExce
             }
         }
     }
-    let throttle = match refusal {
-        CapExceeded::Total => &shared.refused_full,
-        CapExceeded::PerPeer => &shared.refused_peer,
+    let (throttle, reason) = match refusal {
+        CapExceeded::Total => (&shared.refused_full, "max_connections"),
+        CapExceeded::PerPeer => (&shared.refused_peer, "max_connections_per_ip"),
     };
+    metrics::counter!("oxcast_refused_connections_total", "listener" => "http", "reason" => reason)
+        .increment(1);
     if let Some(more) = throttle.report() {
         tracing::warn!(
             %peer,
@@ -142,11 +150,15 @@ fn refuse(shared: &Shared, socket: TcpStream, peer: SocketAddr, refusal: CapExce
 /// Serves one connection until it closes, a limit closes it, or shutdown lets it finish.
 async fn connection(
     socket: TcpStream,
+    peer: SocketAddr,
     slot: ConnectionSlot,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) {
     let _slot = slot;
+    let open = metrics::gauge!("oxcast_http_connections");
+    open.increment(1);
+    let _open = scopeguard(move || open.decrement(1));
     // Responses are written whole by hyper; a small last piece must not wait for an ACK.
     let _ = socket.set_nodelay(true);
     let activity = Arc::new(Activity::new());
@@ -157,7 +169,8 @@ async fn connection(
     ));
     let router = shared.router.clone();
     let tracked = Arc::clone(&activity);
-    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        request.extensions_mut().insert(ClientAddress(peer));
         let busy = tracked.request_started();
         let router = router.clone();
         async move {
@@ -233,6 +246,23 @@ async fn idle_expired(activity: &Activity, keep_alive: Duration) {
         };
         tokio::time::sleep_until(wake).await;
     }
+}
+
+/// The address of the client a request came from, put in each request's extensions.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ClientAddress(pub(crate) SocketAddr);
+
+/// Runs `f` when dropped: a connection's gauge goes down however the connection ends.
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
 }
 
 #[cfg(test)]

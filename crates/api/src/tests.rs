@@ -29,6 +29,27 @@ impl oxcast_core::HlsSource for NoHls {
     fn segment(&self, _: &oxcast_core::StreamId, _: u64) -> Option<oxcast_core::SegmentBody> {
         None
     }
+    fn stats(&self, _: &oxcast_core::StreamId) -> Option<oxcast_core::HlsStats> {
+        None
+    }
+}
+
+struct NoRecordings;
+
+impl oxcast_core::RecordingSource for NoRecordings {
+    fn recording(&self, _: &oxcast_core::StreamId) -> Option<oxcast_core::RecordingStats> {
+        None
+    }
+}
+
+/// The outputs' side of the API, `hls` aside.
+fn sources(hls: Arc<dyn oxcast_core::HlsSource>) -> Sources {
+    Sources {
+        hls,
+        relays: Arc::new(NoRelays),
+        recordings: Arc::new(NoRecordings),
+        metrics: None,
+    }
 }
 
 impl OutputRunner for NoOutputs {
@@ -67,7 +88,7 @@ async fn a_failed_store_answers_503_and_health_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let registry = Registry::new(store.clone(), Arc::new(NoOutputs)).unwrap();
-    let app = router(registry, config(), Arc::new(NoHls), Arc::new(NoRelays));
+    let app = router(registry, config(), sources(Arc::new(NoHls)));
     assert_eq!(call(&app, "GET", "/healthz", "").await.0, StatusCode::OK);
 
     store.close().unwrap();
@@ -106,6 +127,9 @@ impl oxcast_core::HlsSource for FileHls {
             self.dir.join(format!("{sequence}.ts")),
         ))
     }
+    fn stats(&self, _: &oxcast_core::StreamId) -> Option<oxcast_core::HlsStats> {
+        None
+    }
 }
 
 async fn get_raw(app: &Router, path: &str, range: Option<&str>) -> axum::response::Response {
@@ -131,10 +155,9 @@ async fn a_retired_segment_is_streamed_from_its_file_with_ranges() {
     let app = router(
         registry,
         config(),
-        Arc::new(FileHls {
+        sources(Arc::new(FileHls {
             dir: segments.clone(),
-        }),
-        Arc::new(NoRelays),
+        })),
     );
     let id = "0123456789abcdef0123456789abcdef";
     let path = format!("/local/video/live/live_stream_{id}_hls/7.ts");

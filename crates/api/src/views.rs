@@ -1,16 +1,19 @@
 //! The JSON shapes of the contract. Optional members are omitted, never `null`; field order
 //! follows the contract's examples.
 
-use oxcast_core::{Archive, LiveStream, Output, OutputKind, RelayStatus, RelayStatusSource, StreamId};
+use oxcast_core::live::{AudioStats, PublisherInfo, VideoStats};
+use oxcast_core::{Archive, LiveInput, LiveStream, Output, OutputKind, RelayStatus, Status, StreamId};
 use serde::Serialize;
 
-use crate::ApiConfig;
+use crate::viewers::Viewers;
+use crate::{ApiConfig, Sources};
 
 /// What the views read besides the stored objects.
 #[derive(Clone, Copy)]
 pub(crate) struct ViewContext<'a> {
     pub(crate) config: &'a ApiConfig,
-    pub(crate) relays: &'a dyn RelayStatusSource,
+    pub(crate) sources: &'a Sources,
+    pub(crate) viewers: &'a Viewers,
 }
 
 #[derive(Serialize)]
@@ -25,6 +28,81 @@ pub(crate) struct LiveStreamView<'a> {
     max_runtime_sec: u32,
     created_at: i64,
     updated_at: i64,
+    /// What the publisher sends now (an Oxcast extension).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    live: Option<LiveView>,
+}
+
+/// `live`: the publisher's input, as measured.
+#[derive(Serialize)]
+struct LiveView {
+    publisher: PublisherView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    video: Option<VideoView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audio: Option<AudioView>,
+    bytes_in: u64,
+    dropped_frames: u64,
+}
+
+#[derive(Serialize)]
+struct PublisherView {
+    address: String,
+    connected_at: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encoder: Option<String>,
+}
+
+#[derive(Serialize)]
+struct VideoView {
+    codec: String,
+    width: u32,
+    height: u32,
+    fps: f64,
+    bitrate_kbps: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keyframe_interval_sec: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct AudioView {
+    codec: String,
+    sample_rate: u32,
+    channels: u8,
+    bitrate_kbps: f64,
+}
+
+impl From<LiveInput> for LiveView {
+    fn from(live: LiveInput) -> Self {
+        let PublisherInfo {
+            address,
+            connected_at,
+            encoder,
+        } = live.publisher;
+        LiveView {
+            publisher: PublisherView {
+                address,
+                connected_at,
+                encoder,
+            },
+            video: live.video.map(|v: VideoStats| VideoView {
+                codec: v.codec,
+                width: v.width,
+                height: v.height,
+                fps: v.fps,
+                bitrate_kbps: v.bitrate_kbps,
+                keyframe_interval_sec: v.keyframe_interval_sec,
+            }),
+            audio: live.audio.map(|a: AudioStats| AudioView {
+                codec: a.codec,
+                sample_rate: a.sample_rate,
+                channels: a.channels,
+                bitrate_kbps: a.bitrate_kbps,
+            }),
+            bytes_in: live.bytes_in,
+            dropped_frames: live.dropped_frames,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -54,8 +132,28 @@ pub(crate) struct OutputView<'a> {
     /// Simulcast outputs only: what the relay is doing (an Oxcast extension).
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     relay: Option<RelayView>,
+    /// HLS outputs of an active stream: what the packaging made, and who watches.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    hls: Option<HlsView>,
+    /// Archive outputs of an active stream: the recording in progress.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    recording: Option<RecordingView>,
     created_at: i64,
     updated_at: i64,
+}
+
+#[derive(Serialize)]
+struct HlsView {
+    segments: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_segment_at: Option<i64>,
+    viewers: usize,
+}
+
+#[derive(Serialize)]
+struct RecordingView {
+    recording_bytes: u64,
+    recording_duration_sec: f64,
 }
 
 #[derive(Serialize)]
@@ -67,6 +165,7 @@ struct RelayView {
     connected_at: Option<i64>,
     bytes_sent: u64,
     dropped_frames: u64,
+    bitrate_kbps: f64,
 }
 
 impl From<RelayStatus> for RelayView {
@@ -77,12 +176,14 @@ impl From<RelayStatus> for RelayView {
             connected_at: status.connected_at,
             bytes_sent: status.bytes_sent,
             dropped_frames: status.dropped_frames,
+            bitrate_kbps: status.bitrate_kbps,
         }
     }
 }
 
 impl<'a> LiveStreamView<'a> {
-    pub(crate) fn new(stream: &'a LiveStream, context: ViewContext<'_>) -> Self {
+    /// `live`: the publisher's figures, while one publishes.
+    pub(crate) fn new(stream: &'a LiveStream, context: ViewContext<'_>, live: Option<LiveInput>) -> Self {
         let config = context.config;
         LiveStreamView {
             id: stream.id.as_str(),
@@ -96,18 +197,28 @@ impl<'a> LiveStreamView<'a> {
             outputs: stream
                 .outputs
                 .iter()
-                .map(|o| OutputView::new(&stream.id, o, context))
+                .map(|o| OutputView::new(&stream.id, stream.status, o, context))
                 .collect(),
             idle_timeout_sec: stream.idle_timeout_sec,
             max_runtime_sec: stream.max_runtime_sec,
             created_at: stream.created_at,
             updated_at: stream.updated_at,
+            live: live
+                .filter(|_| stream.status == Status::Active)
+                .map(LiveView::from),
         }
     }
 }
 
 impl<'a> OutputView<'a> {
-    pub(crate) fn new(stream_id: &StreamId, output: &'a Output, context: ViewContext<'_>) -> Self {
+    /// The live figures of an output are shown while its stream (`status`) is active.
+    pub(crate) fn new(
+        stream_id: &StreamId,
+        status: Status,
+        output: &'a Output,
+        context: ViewContext<'_>,
+    ) -> Self {
+        let active = status == Status::Active;
         let mut view = OutputView {
             id: output.id.as_str(),
             name: output.name.as_deref(),
@@ -118,6 +229,8 @@ impl<'a> OutputView<'a> {
             vendor: None,
             public_id: None,
             relay: None,
+            hls: None,
+            recording: None,
             created_at: output.created_at,
             updated_at: output.updated_at,
         };
@@ -125,13 +238,35 @@ impl<'a> OutputView<'a> {
             OutputKind::Hls => {
                 view.uri = Some(hls_url(stream_id, context.config));
                 view.player_uri = Some(player_url(stream_id, context.config));
+                if active {
+                    let stats = context.sources.hls.stats(stream_id).unwrap_or_default();
+                    view.hls = Some(HlsView {
+                        segments: stats.segments,
+                        last_segment_at: stats.last_segment_at,
+                        viewers: context.viewers.count(stream_id),
+                    });
+                }
             }
-            OutputKind::Archive { public_id } => view.public_id = Some(public_id),
+            OutputKind::Archive { public_id } => {
+                view.public_id = Some(public_id);
+                if active {
+                    let stats = context
+                        .sources
+                        .recordings
+                        .recording(stream_id)
+                        .unwrap_or_default();
+                    view.recording = Some(RecordingView {
+                        recording_bytes: stats.bytes,
+                        recording_duration_sec: stats.duration_ms as f64 / 1000.0,
+                    });
+                }
+            }
             OutputKind::Simulcast(target) => {
                 view.uri = Some(target.uri.clone());
                 view.stream_key = target.stream_key.as_deref();
                 view.vendor = target.vendor.as_deref();
                 let status = context
+                    .sources
                     .relays
                     .relay_status(&output.id)
                     .unwrap_or(RelayStatus::IDLE);

@@ -29,14 +29,18 @@
 pub mod mp4;
 mod recorder;
 
+use crate::recorder::RecordingBoard;
+
+use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use oxcast_core::clock::now_ms;
 use oxcast_core::durable;
-use oxcast_core::{Archive, Store, StreamId, Subscriber};
+use oxcast_core::sync::lock;
+use oxcast_core::{Archive, RecordingSource, RecordingStats, Store, StreamId, Subscriber};
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
@@ -79,6 +83,8 @@ pub struct Archives {
     config: Arc<ArchiveConfig>,
     store: Store,
     recorders: TaskTracker,
+    /// Each recording stream's recording in progress.
+    boards: Arc<Mutex<HashMap<StreamId, Arc<RecordingBoard>>>>,
 }
 
 impl Archives {
@@ -88,6 +94,7 @@ impl Archives {
             config: Arc::new(config),
             store,
             recorders: TaskTracker::new(),
+            boards: Arc::default(),
         })
     }
 
@@ -99,11 +106,25 @@ impl Archives {
             stream_id: stream_id.clone(),
             public_id,
             finalizers: self.recorders.clone(),
+            board: Arc::default(),
+            bytes_written: metrics::counter!("oxcast_archive_bytes_total", "stream_id" => stream_id.to_string()),
         };
+        let board = Arc::clone(&recorder.board);
+        lock(&self.boards).insert(stream_id.clone(), Arc::clone(&board));
+        let (boards, stream_id) = (Arc::clone(&self.boards), stream_id.clone());
         // Inside the caller's span (the stream's), so every line names the stream.
         let span = tracing::info_span!("archive", public_id = %recorder.public_id);
-        self.recorders
-            .spawn(recorder::record(recorder, subscriber).instrument(span));
+        self.recorders.spawn(
+            async move {
+                recorder::record(recorder, subscriber).await;
+                // Unless the stream's next session has its own already.
+                let mut boards = lock(&boards);
+                if boards.get(&stream_id).is_some_and(|b| Arc::ptr_eq(b, &board)) {
+                    boards.remove(&stream_id);
+                }
+            }
+            .instrument(span),
+        );
     }
 
     /// Finalizes and lists every recording a previous process left unfinished (killed, the
@@ -331,6 +352,7 @@ impl FinalizeError {
 /// room for the asset (its size again, plus `min_free_bytes`), or on an error, the recording is
 /// kept as it is and finalized at the next start.
 pub(crate) async fn finalize(config: &ArchiveConfig, store: &Store, unfinished: Unfinished) {
+    let started = std::time::Instant::now();
     let job = (config.clone(), unfinished.clone());
     let done = tokio::task::spawn_blocking(move || {
         let (config, unfinished) = job;
@@ -369,6 +391,7 @@ pub(crate) async fn finalize(config: &ArchiveConfig, store: &Store, unfinished: 
     };
     match store.insert_archive(archive).await {
         Ok(version) => {
+            metrics::histogram!("oxcast_archive_finalize_seconds").record(started.elapsed());
             tracing::info!(public_id = %unfinished.public_id, version,
                 duration_ms = summary.duration_ms, video_frames = summary.video_frames,
                 audio_frames = summary.audio_frames, "recording finalized");
@@ -435,6 +458,12 @@ fn remove_unfinished(unfinished: &Unfinished) {
         && let Err(e) = durable::sync_dir(dir)
     {
         tracing::warn!(dir = %dir.display(), "cannot sync the recording directory: {e}");
+    }
+}
+
+impl RecordingSource for Archives {
+    fn recording(&self, stream_id: &StreamId) -> Option<RecordingStats> {
+        lock(&self.boards).get(stream_id).map(|board| board.stats())
     }
 }
 

@@ -13,9 +13,10 @@
 
 use std::fs::File;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use oxcast_core::clock::now_ms;
-use oxcast_core::{BusEvent, Store, StreamId, Subscriber};
+use oxcast_core::{BusEvent, RecordingStats, Store, StreamId, Subscriber};
 use oxcast_media::{Frame, MediaEvent, Rebaser, Track};
 use tokio::time::{Duration, Instant};
 use tokio_util::task::TaskTracker;
@@ -38,6 +39,32 @@ pub(crate) struct Recorder {
     pub(crate) public_id: String,
     /// Finalizing runs beside the recorder, which may go on with a new file.
     pub(crate) finalizers: TaskTracker,
+    /// What the API shows of the recording in progress.
+    pub(crate) board: Arc<RecordingBoard>,
+    /// Bytes written, for `/metrics`.
+    pub(crate) bytes_written: metrics::Counter,
+}
+
+/// The recording in progress, as the API shows it: updated after each fragment is written.
+#[derive(Debug, Default)]
+pub(crate) struct RecordingBoard {
+    bytes: AtomicU64,
+    duration_ms: AtomicU64,
+}
+
+impl RecordingBoard {
+    pub(crate) fn stats(&self) -> RecordingStats {
+        RecordingStats {
+            bytes: self.bytes.load(Ordering::Relaxed),
+            duration_ms: self.duration_ms.load(Ordering::Relaxed),
+        }
+    }
+
+    /// A new file starts.
+    fn restart(&self) {
+        self.bytes.store(0, Ordering::Relaxed);
+        self.duration_ms.store(0, Ordering::Relaxed);
+    }
 }
 
 /// The recorder's state across its files.
@@ -73,6 +100,8 @@ struct Open {
     video_started: bool,
     /// Frames left out because their track's configuration was not the file's.
     left_out: u64,
+    /// The first frame's time on the recording's timeline: the duration so far counts from it.
+    first_dts: Option<i64>,
     /// Each warning is logged once per recording.
     warned_size: bool,
     warned_clock: bool,
@@ -275,6 +304,7 @@ async fn start(recorder: &Recorder, tracks: &Tracks, frame: &Frame) -> Result<Op
     if !usable {
         return Ok(None);
     }
+    recorder.board.restart();
     let started_ms = now_ms();
     let (config, stream_id, public_id) = (
         Arc::clone(&recorder.config),
@@ -301,6 +331,7 @@ async fn start(recorder: &Recorder, tracks: &Tracks, frame: &Frame) -> Result<Op
         timeline: Rebaser::as_published(),
         video_started: false,
         left_out: 0,
+        first_dts: None,
         warned_size: false,
         warned_clock: false,
         warned_changes: false,
@@ -387,10 +418,22 @@ async fn write_pending(recorder: &Recorder, open: &mut Open, cut: Cut) -> Result
     let frames = std::mem::take(&mut open.pending);
     open.pending_bytes = 0;
     open.pending_since = None;
-    match open.writer.push(frames) {
-        Some(fragment) => write(&mut open.file, fragment, Some(config)).await,
-        None => Ok(()),
+    let last_dts = frames.iter().map(|f| f.dts).max();
+    if let Some(first) = frames.first() {
+        open.first_dts.get_or_insert(first.dts);
     }
+    let Some(fragment) = open.writer.push(frames) else {
+        return Ok(());
+    };
+    let bytes = fragment.len();
+    write(&mut open.file, fragment, Some(config)).await?;
+    recorder.board.bytes.fetch_add(bytes, Ordering::Relaxed);
+    recorder.bytes_written.increment(bytes);
+    if let (Some(first), Some(last)) = (open.first_dts, last_dts) {
+        let duration = u64::try_from(last - first).unwrap_or(0);
+        recorder.board.duration_ms.store(duration, Ordering::Relaxed);
+    }
+    Ok(())
 }
 
 /// Writes the held-back frames and hands the file to be finalized.

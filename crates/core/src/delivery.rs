@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use bytes::Bytes;
 
 use crate::ids::StreamId;
+use crate::live::HlsStats;
 
 /// A stream's HLS playlist and segments.
 pub trait HlsSource: Send + Sync + 'static {
@@ -12,6 +13,8 @@ pub trait HlsSource: Send + Sync + 'static {
     fn playlist(&self, stream_id: &StreamId) -> Option<Bytes>;
     /// A segment the playlist lists (or listed moments ago).
     fn segment(&self, stream_id: &StreamId, sequence: u64) -> Option<SegmentBody>;
+    /// What the stream's current (or last) session made.
+    fn stats(&self, stream_id: &StreamId) -> Option<HlsStats>;
 }
 
 /// Where a segment's bytes are.

@@ -14,6 +14,7 @@ pub mod connections;
 pub mod delivery;
 pub mod durable;
 pub mod ids;
+pub mod live;
 pub mod model;
 pub mod registry;
 pub mod relay;
@@ -25,6 +26,7 @@ pub use bus::{BusEvent, BusLimits, StreamBus, Subscriber};
 pub use connections::{Acceptor, CapExceeded, ConnectionCaps, ConnectionSlot, PeerAddress, ReportThrottle};
 pub use delivery::{HlsSource, SegmentBody};
 pub use ids::{OutputId, StreamId, StreamKey};
+pub use live::{HlsStats, InputBoard, InputMeter, LiveInput, RecordingSource, RecordingStats};
 pub use model::{
     Archive, IdleReason, LiveStream, NewOutput, NewStream, Output, OutputKind, OutputPatch, SimulcastTarget,
     Status, StreamPatch,

@@ -16,6 +16,14 @@ pub enum RelayState {
 }
 
 impl RelayState {
+    /// Every state, in the order `/metrics` lists them.
+    pub const ALL: [RelayState; 4] = [
+        RelayState::Idle,
+        RelayState::Connecting,
+        RelayState::Live,
+        RelayState::Retrying,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             RelayState::Idle => "idle",
@@ -27,7 +35,7 @@ impl RelayState {
 }
 
 /// One relay's state and counters.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct RelayStatus {
     pub state: RelayState,
     /// Why the last attempt failed, until one succeeds.
@@ -38,6 +46,8 @@ pub struct RelayStatus {
     pub bytes_sent: u64,
     /// Frames not sent because the destination was too slow (skipped to the next keyframe).
     pub dropped_frames: u64,
+    /// Over about the last five seconds.
+    pub bitrate_kbps: f64,
 }
 
 impl RelayStatus {
@@ -47,6 +57,7 @@ impl RelayStatus {
         connected_at: None,
         bytes_sent: 0,
         dropped_frames: 0,
+        bitrate_kbps: 0.0,
     };
 }
 

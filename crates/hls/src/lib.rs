@@ -12,12 +12,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use oxcast_core::clock::now_ms;
 use oxcast_core::sync::lock;
-use oxcast_core::{HlsSource, SegmentBody, StreamId, Subscriber};
+use oxcast_core::{HlsSource, HlsStats, SegmentBody, StreamId, Subscriber};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -114,12 +114,13 @@ impl HlsOutputs {
         let (playlists, keep) = (Arc::clone(&self.playlists), self.config.keep_after_end);
         let segmenter = Segmenter::with_limits(target_ms, self.config.segment_limits);
         let closing = self.closing.clone();
+        let metrics = PackagingMetrics::new(&stream_id);
         let task = async move {
             // Weak: a playlist replaced by the stream's next session must not be held (with its
             // segments) until this timer ends. The allocation it points to stays reserved, so the
             // comparison below cannot match a newer playlist at a reused address.
             let ended = Arc::downgrade(&playlist);
-            package(subscriber, playlist, spill, segmenter).await;
+            package(subscriber, playlist, spill, segmenter, metrics).await;
             // The ended playlist stays for players finishing it, then goes, unless the stream went
             // live again meanwhile (a new playlist took its place). At shutdown nobody is served.
             tokio::select! {
@@ -174,6 +175,11 @@ impl HlsSource for HlsOutputs {
             Stored::Memory(data) => SegmentBody::Memory(data),
             Stored::Spilled => SegmentBody::File(segment_path(&self.stream_dir(stream_id), sequence)),
         })
+    }
+
+    fn stats(&self, stream_id: &StreamId) -> Option<HlsStats> {
+        let playlist = self.playlist_of(stream_id)?;
+        Some(lock(&playlist).stats())
     }
 }
 
@@ -235,17 +241,39 @@ impl Spill {
     }
 }
 
+/// What `/metrics` counts of one stream's packaging.
+struct PackagingMetrics {
+    segments: metrics::Counter,
+    /// From the arrival of a segment's last frame to its listing: what the packaging adds to a
+    /// viewer's delay.
+    listing: metrics::Histogram,
+}
+
+impl PackagingMetrics {
+    fn new(stream_id: &StreamId) -> Self {
+        Self {
+            segments: metrics::counter!("oxcast_hls_segments_total", "stream_id" => stream_id.to_string()),
+            listing: metrics::histogram!("oxcast_hls_segment_listing_seconds"),
+        }
+    }
+}
+
 /// One stream's packaging task: bus events in, segments into the playlist, `EXT-X-ENDLIST` at the end.
 async fn package(
     mut subscriber: Subscriber,
     playlist: Arc<Mutex<Playlist>>,
     spill: Spill,
     mut segmenter: Segmenter,
+    metrics: PackagingMetrics,
 ) {
     tracing::info!("HLS packaging started");
     let mut warned = false;
     let mut warned_forced = false;
+    // When the event before the current one arrived: a segment is cut at the frame after its last.
+    let mut previous_arrival = Instant::now();
     while let Some(event) = subscriber.recv().await {
+        let arrival = Instant::now();
+        let last_frame_arrival = std::mem::replace(&mut previous_arrival, arrival);
         if let Some(segment) = segmenter.push(event) {
             if let (Some(why), false) = (segmenter.last_forced.take(), warned_forced) {
                 warned_forced = true;
@@ -255,6 +283,8 @@ async fn package(
                 );
             }
             let pushed = lock(&playlist).push(segment);
+            metrics.segments.increment(1);
+            metrics.listing.record(last_frame_arrival.elapsed());
             let raised = pushed.raised_target;
             spill.apply(pushed);
             if let (Some(target), false) = (raised, warned) {

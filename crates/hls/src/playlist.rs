@@ -6,6 +6,8 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 
 use bytes::Bytes;
+use oxcast_core::HlsStats;
+use oxcast_core::clock::now_ms;
 
 /// One finished segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +78,8 @@ pub struct Playlist {
     discontinuity_sequence: u64,
     ended: bool,
     rendered: Option<Bytes>,
+    /// What the API shows of this session's segments.
+    stats: HlsStats,
 }
 
 impl Playlist {
@@ -104,6 +108,7 @@ impl Playlist {
             discontinuity_sequence: 0,
             ended: false,
             rendered: None,
+            stats: HlsStats::default(),
         }
     }
 
@@ -116,9 +121,16 @@ impl Playlist {
         self.target_duration
     }
 
+    /// Segments made, and when the newest was listed.
+    pub fn stats(&self) -> HlsStats {
+        self.stats
+    }
+
     /// Appends a segment, sliding the window.
     pub fn push(&mut self, segment: Segment) -> Pushed {
         let mut pushed = Pushed::default();
+        self.stats.segments += 1;
+        self.stats.last_segment_at = Some(now_ms());
         let rounded = ((segment.duration_ms + 500) / 1000).max(0) as u64;
         if rounded > self.target_duration {
             self.target_duration = rounded;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use oxcast_core::{ConnectionSlot, PublishRefused, Publisher, Registry, StoreError};
+use oxcast_core::{ConnectionSlot, InputMeter, PublishRefused, Publisher, Registry, StoreError};
 use oxcast_media::{Demuxer, MediaEvent, TimestampGuard};
 use oxcast_rtmp::{PublishRejection, ServerEvent, ServerSession, SessionError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -70,11 +70,47 @@ enum Close {
     UnknownKey,
     #[error("store unavailable: {0}")]
     StoreFailed(StoreError),
-    /// Another encoder took the stream over, or the stream went idle.
-    #[error("the stream was taken over or went idle")]
+    /// Another encoder took the stream over, the publisher was kicked, or the stream went idle.
+    #[error("the stream was taken over, the publisher kicked, or the stream went idle")]
     Replaced,
     #[error("the server is shutting down")]
     Shutdown,
+}
+
+impl Close {
+    /// The rule a connection was refused or closed by, for `/metrics`.
+    fn refusal(&self) -> Option<&'static str> {
+        Some(match self {
+            Close::HandshakeTimeout => "handshake_timeout",
+            Close::PublishTimeout => "publish_timeout",
+            Close::NoMedia => "no_media_timeout",
+            Close::WrongApp(_) => "unknown_app",
+            Close::UnknownKey => "unknown_stream_key",
+            Close::Protocol(_) => "protocol_error",
+            _ => return None,
+        })
+    }
+}
+
+/// One connection counted in `oxcast_rtmp_connections{state}` while it lasts.
+struct StateGauge(metrics::Gauge);
+
+impl StateGauge {
+    fn new(state: &'static str) -> Self {
+        let gauge = metrics::gauge!("oxcast_rtmp_connections", "state" => state);
+        gauge.increment(1);
+        Self(gauge)
+    }
+
+    fn set(&mut self, state: &'static str) {
+        *self = Self::new(state);
+    }
+}
+
+impl Drop for StateGauge {
+    fn drop(&mut self) {
+        self.0.decrement(1);
+    }
 }
 
 /// An encoder's connection over `S`: a TCP socket, or an in-process pipe in tests. Its peer's
@@ -88,6 +124,16 @@ pub(crate) struct Connection<S> {
     /// Keeps the publisher's timestamps sane for the outputs.
     timestamps: TimestampGuard,
     publisher: Option<Publisher>,
+    /// Measures what the publisher sends, for the stream's live figures.
+    meter: Option<InputMeter>,
+    /// Counts the publisher's bytes for `/metrics`.
+    bytes_in: Option<metrics::Counter>,
+    /// The encoder's address, shown in the stream's live figures.
+    peer: Option<std::net::SocketAddr>,
+    /// The encoder's name from its connect command (`flashVer`), until `onMetaData` names it.
+    flash_ver: Option<String>,
+    /// This connection in `/metrics`' count of connections by state.
+    state: StateGauge,
     /// Counts this connection against its address's cap until a publish is accepted.
     pending: Option<ConnectionSlot>,
     /// When the connection was accepted: the publish deadline runs from here.
@@ -127,6 +173,11 @@ where
             demuxer: Demuxer::new(),
             timestamps: TimestampGuard::new(),
             publisher: None,
+            meter: None,
+            bytes_in: None,
+            peer: None,
+            flash_ver: None,
+            state: StateGauge::new("connecting"),
             pending: Some(pending),
             accepted: Instant::now(),
             progress: Instant::now(),
@@ -135,6 +186,12 @@ where
             skipped_logged: false,
             low_water: None,
         }
+    }
+
+    /// The encoder's address, for the stream's live figures.
+    pub(crate) fn with_peer(mut self, peer: std::net::SocketAddr) -> Self {
+        self.peer = Some(peer);
+        self
     }
 
     /// Serves the encoder until the connection ends, then closes it and lets the stream know its
@@ -242,6 +299,16 @@ where
 
     async fn handle(&mut self, input: Input<'_>) -> Result<(), Close> {
         let was_handshaking = self.session.is_handshaking();
+        if let Some(meter) = &mut self.meter {
+            let n = match input {
+                Input::Bytes(bytes) => bytes.len(),
+                Input::Received(n) => n,
+            };
+            meter.received(n);
+            if let Some(counter) = &self.bytes_in {
+                counter.increment(n as u64);
+            }
+        }
         match input {
             Input::Bytes(bytes) => self.session.feed(bytes),
             Input::Received(n) => self.session.received(n),
@@ -265,8 +332,9 @@ where
 
     async fn on_event(&mut self, event: ServerEvent) -> Result<(), Close> {
         match event {
-            ServerEvent::ConnectRequested { app, .. } => {
+            ServerEvent::ConnectRequested { app, object, .. } => {
                 self.progress = Instant::now();
+                self.flash_ver = object.get("flashVer").and_then(|v| v.as_str()).map(str::to_owned);
                 // Some encoders send the app with a trailing slash.
                 if app.trim_end_matches('/') != self.config.app {
                     let _ = self
@@ -280,7 +348,8 @@ where
                 self.progress = Instant::now();
                 // Keys are alphanumeric; anything after '?' is an encoder's query string.
                 let key = stream_key.split('?').next().unwrap_or_default();
-                match self.registry.publish_started(key).await {
+                let address = self.peer.map(|p| p.to_string()).unwrap_or_default();
+                match self.registry.publish_started_from(key, address).await {
                     Ok(publisher) => self.publishing(publisher)?,
                     Err(PublishRefused::UnknownKey) => {
                         let _ = self
@@ -304,7 +373,14 @@ where
                 let event = self.demuxer.audio(timestamp, &unpinned(payload));
                 self.on_media(event);
             }
-            ServerEvent::Metadata { .. } | ServerEvent::Data { .. } => {}
+            ServerEvent::Metadata { properties, .. } => {
+                if let (Some(meter), Some(encoder)) =
+                    (&self.meter, properties.get("encoder").and_then(|v| v.as_str()))
+                {
+                    meter.encoder(encoder);
+                }
+            }
+            ServerEvent::Data { .. } => {}
             ServerEvent::Unpublished { .. } => {
                 if let Some(publisher) = self.publisher.take() {
                     tracing::info!("unpublished");
@@ -323,9 +399,17 @@ where
         tracing::info!("publishing");
         self.demuxer = Demuxer::new();
         self.timestamps = TimestampGuard::new();
+        let meter = InputMeter::new(publisher.input().clone());
+        if let Some(flash_ver) = &self.flash_ver {
+            meter.encoder(flash_ver);
+        }
+        self.meter = Some(meter);
+        self.bytes_in = Some(metrics::counter!("oxcast_stream_bytes_in_total",
+            "stream_id" => publisher.stream_id().to_string()));
         self.publisher = Some(publisher);
         // A publisher no longer counts against its address's cap.
         self.pending = None;
+        self.state.set("publishing");
         if self.low_water.is_none() {
             match self.socket.start_low_water() {
                 Some(Ok(low_water)) => self.low_water = Some(low_water),
@@ -350,9 +434,19 @@ where
                         "the encoder's timestamps jumped; the stream goes on from where it was \
                          (further jumps of this publisher are fixed without a log line)");
                 }
+                if let Some(meter) = &mut self.meter {
+                    match &event {
+                        MediaEvent::Frame(frame) => meter.frame(frame),
+                        MediaEvent::VideoConfig(config) => meter.video_config(config),
+                        MediaEvent::AudioConfig(config) => meter.audio_config(config),
+                    }
+                }
                 publisher.bus().publish(event);
             }
             Ok(None) => {
+                if let Some(meter) = &mut self.meter {
+                    meter.skipped(self.demuxer.dropped_frames());
+                }
                 if let (false, Some(what)) = (self.skipped_logged, self.demuxer.skipped()) {
                     self.skipped_logged = true;
                     tracing::warn!("{what} is not supported yet; its frames are dropped");
@@ -360,6 +454,9 @@ where
             }
             // A bad frame costs that frame; the log says so once per connection.
             Err(e) => {
+                if let Some(meter) = &mut self.meter {
+                    meter.unusable();
+                }
                 if !self.media_error_logged {
                     self.media_error_logged = true;
                     tracing::warn!("unusable media: {e}");
@@ -381,6 +478,9 @@ where
 
     /// Logs why the connection ended and lets the stream know its publisher is gone.
     async fn finish(mut self, close: Close) {
+        if let Some(reason) = close.refusal() {
+            crate::refused(reason);
+        }
         match &close {
             Close::PeerClosed | Close::Replaced | Close::Shutdown => {
                 tracing::debug!(?close, "RTMP connection closed")

@@ -18,3 +18,10 @@ mod low_water;
 mod pending;
 
 pub use listener::{IngestConfig, serve};
+
+/// Counts a refused or closed-by-rule connection for `/metrics`, by the rule (a setting's name,
+/// or what the encoder got wrong).
+pub(crate) fn refused(reason: &'static str) {
+    metrics::counter!("oxcast_refused_connections_total", "listener" => "rtmp", "reason" => reason)
+        .increment(1);
+}

@@ -59,6 +59,7 @@ pub async fn serve(
     let acceptor = Acceptor::new(listener, "RTMP");
     while let Some((socket, peer)) = acceptor.next(&shutdown).await {
         let Ok(permit) = permits.clone().try_acquire_owned() else {
+            crate::refused("max_connections");
             if let Some(more) = full.report() {
                 tracing::warn!(%peer, max = config.max_connections, more,
                     "RTMP connection refused: too many connections (rtmp.max_connections)");
@@ -76,6 +77,7 @@ pub async fn serve(
                 let _permit = permit;
                 let _ = socket.set_nodelay(true);
                 Connection::new(socket, registry, config, session, slot)
+                    .with_peer(peer)
                     .serve(&shutdown)
                     .await;
             }

@@ -34,6 +34,7 @@ impl PendingPeers {
 
     /// Logs a refusal, at most once per [`REPORT_EVERY`] with the count held back since.
     pub(crate) fn refused(&self, peer: SocketAddr) {
+        crate::refused("max_pending_per_ip");
         if let Some(more) = self.refusals.report() {
             tracing::warn!(%peer, max = self.caps.max_per_peer(), more,
                 "RTMP connection refused: its address holds rtmp.max_pending_per_ip connections that are not publishing");

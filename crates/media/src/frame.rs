@@ -69,6 +69,7 @@ pub struct Demuxer {
     video: Option<Arc<AvcConfig>>,
     audio: Option<Arc<AacConfig>>,
     skipped: Option<String>,
+    dropped_frames: u64,
 }
 
 impl Demuxer {
@@ -79,6 +80,12 @@ impl Demuxer {
     /// The last codec that was skipped as unsupported, for a log line.
     pub fn skipped(&self) -> Option<&str> {
         self.skipped.as_deref()
+    }
+
+    /// Frames no output can use: before their track's configuration, empty, or of a codec that is
+    /// not supported.
+    pub fn dropped_frames(&self) -> u64 {
+        self.dropped_frames
     }
 
     /// A video message. A configuration equal to the current one yields nothing (encoders repeat it).
@@ -104,6 +111,7 @@ impl Demuxer {
             } => {
                 // Frames before a configuration cannot be decoded by anyone.
                 if self.video.is_none() || data.is_empty() {
+                    self.dropped_frames += 1;
                     return Ok(None);
                 }
                 let pts = dts + i64::from(composition_time);
@@ -115,8 +123,13 @@ impl Demuxer {
                     data,
                 }))
             }
-            VideoTag::SequenceStart { codec, .. } | VideoTag::Frame { codec, .. } => {
+            VideoTag::SequenceStart { codec, .. } => {
                 self.skipped = Some(format!("video codec {codec:?}"));
+                None
+            }
+            VideoTag::Frame { codec, .. } => {
+                self.skipped = Some(format!("video codec {codec:?}"));
+                self.dropped_frames += 1;
                 None
             }
             VideoTag::SequenceEnd { .. } | VideoTag::Other => None,
@@ -137,6 +150,7 @@ impl Demuxer {
             }
             AudioTag::AacFrame(data) => {
                 if self.audio.is_none() || data.is_empty() {
+                    self.dropped_frames += 1;
                     return Ok(None);
                 }
                 Some(MediaEvent::Frame(Frame {
@@ -149,6 +163,7 @@ impl Demuxer {
             }
             AudioTag::Other { codec, .. } => {
                 self.skipped = Some(format!("audio codec {codec:?}"));
+                self.dropped_frames += 1;
                 None
             }
         })

@@ -3,6 +3,7 @@
 
 mod credentials;
 mod listeners;
+mod metrics;
 mod open_files;
 mod outputs;
 mod settings;
@@ -113,6 +114,11 @@ fn init_logging(filter: &str) {
 }
 
 async fn run(mut settings: Settings, ready_file: Option<&Path>) -> anyhow::Result<()> {
+    // First, so that every figure from the start is counted.
+    let metrics = match settings.metrics_enabled {
+        true => Some(metrics::install(settings.metrics_token.clone())?),
+        false => None,
+    };
     let store = Store::open(&settings.storage_dir)?;
     let (credentials, origin) = credentials::resolve(settings.credentials.clone(), &settings.storage_dir)?;
     let hls_dir = settings.storage_dir.join("hls");
@@ -191,7 +197,16 @@ async fn run(mut settings: Settings, ready_file: Option<&Path>) -> anyhow::Resul
     ));
     let server = oxcast_api::serve(
         http,
-        oxcast_api::router(Arc::clone(&registry), api, hls.clone(), relays.clone()),
+        oxcast_api::router(
+            Arc::clone(&registry),
+            api,
+            oxcast_api::Sources {
+                hls: hls.clone(),
+                relays: relays.clone(),
+                recordings: archives.clone(),
+                metrics,
+            },
+        ),
         settings.http_limits.clone(),
         shutdown.clone(),
     );

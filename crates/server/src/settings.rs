@@ -44,6 +44,10 @@ pub(crate) struct Settings {
     pub(crate) simulcast: oxcast_simulcast::SimulcastConfig,
     pub(crate) limits: oxcast_core::RegistryLimits,
     pub(crate) log_filter: String,
+    /// `/metrics` on the HTTP port.
+    pub(crate) metrics_enabled: bool,
+    /// When set, `/metrics` wants `Authorization: Bearer <token>`.
+    pub(crate) metrics_token: Option<String>,
 }
 
 /// A setting that cannot be used; the message names the key.
@@ -75,6 +79,13 @@ struct Raw {
     api: RawApi,
     storage: RawStorage,
     log: RawLog,
+    metrics: RawMetrics,
+}
+
+#[derive(Deserialize)]
+struct RawMetrics {
+    enabled: bool,
+    token: String,
 }
 
 #[derive(Deserialize)]
@@ -323,6 +334,17 @@ impl Settings {
                 },
             },
             log_filter: raw.log.filter,
+            metrics_enabled: raw.metrics.enabled,
+            metrics_token: match raw.metrics.token.trim() {
+                "" => None,
+                token if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) => {
+                    return Err(SettingsError(
+                        "metrics.token: use at least 16 printable characters without spaces (it is a password)"
+                            .into(),
+                    ));
+                }
+                token => Some(token.to_owned()),
+            },
         })
     }
 }

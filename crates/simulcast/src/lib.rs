@@ -147,6 +147,7 @@ impl Relays {
                 stop: stop.clone(),
                 tls: Arc::clone(&self.tls),
                 allow_private: self.allow_private,
+                metrics: relay::RelayMetrics::new(&stream.id, id),
             };
             self.tasks.spawn(
                 relay::run(relay, Arc::clone(bus)).instrument(tracing::info_span!("relay", output_id = %id)),

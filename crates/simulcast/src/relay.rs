@@ -4,13 +4,14 @@
 use std::io::IoSlice;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use oxcast_core::clock::now_ms;
+use oxcast_core::live::RateWindow;
 use oxcast_core::rules::RtmpUrl;
 use oxcast_core::sync::lock;
-use oxcast_core::{BusEvent, RelayState, RelayStatus, StreamBus, Subscriber};
+use oxcast_core::{BusEvent, OutputId, RelayState, RelayStatus, StreamBus, StreamId, Subscriber};
 use oxcast_media::{MediaEvent, Rebaser, Track, flv};
 use oxcast_rtmp::amf0::Value;
 use oxcast_rtmp::{ClientConfig, ClientSession, Payload, SessionError};
@@ -42,6 +43,70 @@ pub(crate) struct Relay {
     pub(crate) tls: Arc<rustls::ClientConfig>,
     /// May connect to non-public addresses.
     pub(crate) allow_private: bool,
+    pub(crate) metrics: RelayMetrics,
+}
+
+/// What `/metrics` shows of one relay.
+pub(crate) struct RelayMetrics {
+    /// One gauge per state, 1 for the current one.
+    states: [(RelayState, metrics::Gauge); 4],
+    reconnects: metrics::Counter,
+    bytes_out: metrics::Counter,
+}
+
+impl RelayMetrics {
+    pub(crate) fn new(stream_id: &StreamId, output_id: &OutputId) -> Self {
+        let labels = [
+            ("stream_id", stream_id.to_string()),
+            ("output_id", output_id.to_string()),
+        ];
+        Self {
+            states: RelayState::ALL.map(|state| {
+                let mut labels = labels.to_vec();
+                labels.push(("state", state.as_str().to_owned()));
+                (state, metrics::gauge!("oxcast_simulcast_state", &labels))
+            }),
+            reconnects: metrics::counter!("oxcast_simulcast_reconnects_total", &labels),
+            bytes_out: metrics::counter!("oxcast_stream_bytes_out_total",
+                "stream_id" => stream_id.to_string(), "output" => "simulcast"),
+        }
+    }
+
+    fn state(&self, now: RelayState) {
+        for (state, gauge) in &self.states {
+            gauge.set(if *state == now { 1.0 } else { 0.0 });
+        }
+    }
+}
+
+/// The bitrate out, sampled about once a second of wall time.
+struct BitrateOut {
+    window: RateWindow,
+    next_sample: Instant,
+}
+
+impl BitrateOut {
+    fn new() -> Self {
+        Self {
+            window: RateWindow::default(),
+            next_sample: Instant::now(),
+        }
+    }
+
+    /// The bitrate, when a new sample of `total` bytes was due.
+    fn sample(&mut self, total: u64) -> Option<f64> {
+        let now = Instant::now();
+        if now < self.next_sample {
+            return None;
+        }
+        self.next_sample = now + Duration::from_secs(1);
+        self.window.record(now_ms(), total);
+        Some(
+            self.window
+                .per_second()
+                .map_or(0.0, |b| (b * 8.0 / 100.0).round() / 10.0),
+        )
+    }
 }
 
 /// How a connection ended.
@@ -111,7 +176,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 impl Relay {
     fn update(&self, f: impl FnOnce(&mut RelayStatus)) {
-        f(&mut lock(&self.status));
+        let mut status = lock(&self.status);
+        f(&mut status);
+        self.metrics.state(status.state);
     }
 }
 
@@ -136,6 +203,7 @@ pub(crate) async fn run(relay: Relay, bus: Arc<StreamBus>) {
                 relay.update(|s| {
                     s.state = RelayState::Idle;
                     s.connected_at = None;
+                    s.bitrate_kbps = 0.0;
                 });
                 return;
             }
@@ -144,6 +212,7 @@ pub(crate) async fn run(relay: Relay, bus: Arc<StreamBus>) {
         if was_live {
             retry = FIRST_RETRY;
         }
+        relay.metrics.reconnects.increment(1);
         let pause = jittered(retry);
         retry = (retry * 2).min(LAST_RETRY);
         tracing::warn!(destination = relay.destination.tc_url(), retry_in = ?pause, "simulcast failed: {error}");
@@ -151,6 +220,7 @@ pub(crate) async fn run(relay: Relay, bus: Arc<StreamBus>) {
             s.state = RelayState::Retrying;
             s.last_error = Some(error.to_string());
             s.connected_at = None;
+            s.bitrate_kbps = 0.0;
         });
         // Waits out the pause, unless the stream ends or the output goes meanwhile.
         let mut watch = bus.subscribe();
@@ -222,6 +292,8 @@ async fn publish(relay: &Relay, mut subscriber: Subscriber) -> Outcome {
         s.connected_at = Some(connected_at);
         s.bytes_sent += sent;
     });
+    relay.metrics.bytes_out.increment(sent);
+    let mut bitrate = BitrateOut::new();
     let dropped_before = lock(&relay.status).dropped_frames;
     // Destination timestamps: from 0 at the connection's first frame, and onward across a
     // publisher reconnect (whose clock starts again).
@@ -257,9 +329,13 @@ async fn publish(relay: &Relay, mut subscriber: Subscriber) -> Outcome {
                 match flush(&mut session, &mut writer).await {
                     Ok(n) => {
                         let dropped = dropped_before + subscriber.dropped();
+                        relay.metrics.bytes_out.increment(n);
                         relay.update(|s| {
                             s.bytes_sent += n;
                             s.dropped_frames = dropped;
+                            if let Some(kbps) = bitrate.sample(s.bytes_sent) {
+                                s.bitrate_kbps = kbps;
+                            }
                         });
                     }
                     Err(e) => return live_failed(e),

@@ -17,6 +17,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("openssl", "openssl"),
     ("node", "nodejs npm"),
     ("/usr/bin/chromium", "chromium"),
+    ("prometheus", "prometheus"),
+    ("promtool", "prometheus"),
 ];
 
 /// Fails (never skips) when `tool` is missing: a program looked up in `PATH`, or a file by its

@@ -1,6 +1,7 @@
 //! Each stream's lifecycle: activation by hand or by a publisher, a publisher taking over from
 //! another, and the session's end by hand, by idle timeout, by max runtime, or at shutdown.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
@@ -13,6 +14,7 @@ use super::{PublishRefused, Registry, RegistryError, Sessions};
 use crate::bus::StreamBus;
 use crate::clock::now_ms;
 use crate::ids::StreamId;
+use crate::live::{InputBoard, LiveInput, PublisherInfo};
 use crate::model::{IdleReason, LiveStream, Status};
 use crate::store::StoreError;
 
@@ -25,6 +27,7 @@ pub struct Publisher {
     bus: Arc<StreamBus>,
     id: u64,
     stop: CancellationToken,
+    input: Arc<InputBoard>,
     registry: Weak<Registry>,
     ended: bool,
 }
@@ -40,7 +43,13 @@ impl Publisher {
         &self.bus
     }
 
-    /// Resolves when the connection must close: another publisher took over, or the stream went idle.
+    /// Where the connection publishes what it measures of its input (see [`crate::live`]).
+    pub fn input(&self) -> &Arc<InputBoard> {
+        &self.input
+    }
+
+    /// Resolves when the connection must close: another publisher took over, the publisher was
+    /// kicked, or the stream went idle.
     pub fn stopped(&self) -> WaitForCancellationFuture<'_> {
         self.stop.cancelled()
     }
@@ -108,6 +117,16 @@ impl Registry {
     /// An encoder asks to publish with `key`. A stream that is idle becomes active; a stream with a
     /// publisher changes hands (the old publisher is told to stop) and its session continues.
     pub async fn publish_started(&self, key: &str) -> Result<Publisher, PublishRefused> {
+        self.publish_started_from(key, String::new()).await
+    }
+
+    /// [`Registry::publish_started`] by an encoder at `address` (`ip:port`), which the stream's
+    /// live figures show.
+    pub async fn publish_started_from(
+        &self,
+        key: &str,
+        address: String,
+    ) -> Result<Publisher, PublishRefused> {
         // No trip to the store for a key nobody has: anyone can try keys.
         let id = self.keys.find(key).ok_or(PublishRefused::UnknownKey)?;
         let mut sessions = self.sessions.lock().await;
@@ -119,6 +138,11 @@ impl Registry {
         let slot = PublisherSlot {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             stop: CancellationToken::new(),
+            input: InputBoard::new(PublisherInfo {
+                address,
+                connected_at: now_ms(),
+                encoder: None,
+            }),
         };
         let bus = match sessions.get_mut(&id) {
             Some(session) => {
@@ -141,9 +165,48 @@ impl Registry {
             bus,
             id: slot.id,
             stop: slot.stop,
+            input: slot.input,
             registry: self.this.clone(),
             ended: false,
         })
+    }
+
+    /// Disconnects the stream's publisher; the stream then follows its idle timeout as after any
+    /// disconnect. Refused when nothing publishes.
+    pub async fn kick(&self, id: &StreamId) -> Result<(), RegistryError> {
+        let sessions = self.sessions.lock().await;
+        let stream = self.load(&sessions, id).await?;
+        let publisher = sessions.get(&stream.id).and_then(|s| s.publisher.as_ref());
+        let Some(publisher) = publisher else {
+            return Err(RegistryError::Conflict(
+                "no publisher is connected to this live stream".into(),
+            ));
+        };
+        publisher.stop.cancel();
+        tracing::info!(stream_id = %id, "publisher kicked");
+        Ok(())
+    }
+
+    /// What the stream's publisher sends now; `None` when nothing publishes.
+    pub async fn live_input(&self, id: &StreamId) -> Option<LiveInput> {
+        let sessions = self.sessions.lock().await;
+        let publisher = sessions.get(id)?.publisher.as_ref()?;
+        Some(publisher.input.snapshot())
+    }
+
+    /// [`Registry::live_input`] of every stream that has a publisher.
+    pub async fn live_inputs(&self) -> HashMap<StreamId, LiveInput> {
+        let sessions = self.sessions.lock().await;
+        sessions
+            .iter()
+            .filter_map(|(id, s)| Some((id.clone(), s.publisher.as_ref()?.input.snapshot())))
+            .collect()
+    }
+
+    /// How many streams are active, and how many exist.
+    pub async fn stream_counts(&self) -> (usize, usize) {
+        let active = self.sessions.lock().await.len();
+        (active, self.keys.len().max(active))
     }
 
     async fn publish_ended(&self, stream_id: &StreamId, publisher_id: u64) {

@@ -9,14 +9,17 @@ use tokio_util::sync::CancellationToken;
 use super::Registry;
 use crate::bus::StreamBus;
 use crate::ids::StreamId;
+use crate::live::InputBoard;
 use crate::model::IdleReason;
 
 /// The connection currently publishing to a session.
 #[derive(Clone)]
 pub(super) struct PublisherSlot {
     pub(super) id: u64,
-    /// Cancelled when the publisher must go: taken over, or the stream went idle.
+    /// Cancelled when the publisher must go: taken over, kicked, or the stream went idle.
     pub(super) stop: CancellationToken,
+    /// What the connection measures of its input.
+    pub(super) input: Arc<InputBoard>,
 }
 
 /// When a session ends unless something changes, and why.
