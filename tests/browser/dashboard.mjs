@@ -4,8 +4,8 @@
 //   node dashboard.mjs BASE_URL API_KEY API_SECRET DESTINATION_URL DESTINATION_KEY SCREENSHOT_DIR
 //
 // Prints one JSON line per step, {"step": name, ...}; after the steps `created` (with the OBS
-// settings the page shows), `relaying` and `output_removed` it waits for a line on stdin, the
-// test's go-ahead. Ends with a report line {"failure": null | "...", "failures": [...], ...} and
+// settings the page shows), `relaying`, `output_removed` and `kicked` it waits for a line `go` on
+// stdin, the test's go-ahead. Ends with a report line {"failure": null | "...", "failures": [...], ...} and
 // exits 0 when every check passed, 1 otherwise (2 on bad usage or when the browser cannot start).
 // Screenshots: SCREENSHOT_DIR/dashboard-1280x800.png (light) and dashboard-390x844.png (dark).
 
@@ -200,6 +200,7 @@ try {
     fail('the bitrate sparkline is empty while live');
   }
   await page.evaluate(() => window.scrollTo(0, 0));
+  await until(10, async () => (await page.locator('.toast').count()) === 0);
   const desktop = join(shots, 'dashboard-1280x800.png');
   await page.screenshot({ path: desktop });
   await page.setViewportSize({ width: 390, height: 844 });
@@ -218,12 +219,16 @@ try {
   await page.setViewportSize({ width: 1280, height: 800 });
   await page.emulateMedia({ colorScheme: 'light' });
 
-  // Removing the output, then the stream.
+  // Removing the output, kicking the publisher, then deleting the stream.
   await simulcast.locator('button', { hasText: 'Remove' }).click();
   await page.click('#dialog-ok');
   await simulcast.waitFor({ state: 'detached', timeout: 10000 });
   step('output_removed');
   await goAhead('output_removed');
+  await page.click('#kick');
+  await page.locator('#publisher', { hasText: 'waiting for the encoder' }).waitFor({ timeout: 15000 });
+  step('kicked', { publisher: await page.textContent('#publisher') });
+  await goAhead('kicked');
   await page.click('#delete');
   await page.click('#dialog-ok');
   await page.locator('#list-empty').waitFor({ state: 'visible', timeout: 10000 });

@@ -1,5 +1,6 @@
 //! The pages people use, in headless Chromium (`tests/browser/dashboard.mjs`, `player.mjs`): the
-//! dashboard at `/` runs a stream from creation to deletion through the admin API, and a stream's
+//! dashboard at `/` runs a stream from creation to deletion through the admin API (preview,
+//! figures, a simulcast output, kick), and a stream's
 //! public viewer page (`player_uri`) goes live by itself, also inside a frame of another site.
 //! The scripts report each step on stdout and wait for the test's go-ahead on stdin where the test
 //! publishes or checks the server. Screenshots go to `<target dir>/oxcast-screenshots/`.
@@ -260,14 +261,17 @@ fn the_dashboard_runs_a_stream_from_creation_to_deletion() {
     );
     script.go();
 
+    // The kick button disconnected the encoder.
+    script.expect("kicked");
+    let (ok, _) = wait_child(&mut ffmpeg, STEP);
+    assert!(!ok, "ffmpeg went on publishing after the kick");
+    script.go();
+
     script.expect("deleted");
     let report = script.finish();
     server
         .get(&format!("/live_streams/{id}"))
         .assert_error(404, "live stream not found");
-    // Deleting a live stream disconnects its publisher.
-    let (ok, _) = wait_child(&mut ffmpeg, STEP);
-    assert!(!ok, "ffmpeg went on publishing to a deleted stream");
     for shot in report["screenshots"].as_array().unwrap() {
         let path = Path::new(shot.as_str().unwrap());
         assert!(

@@ -762,7 +762,7 @@
         title = o.vendor ? `${o.vendor} · ${hostOf(o.uri)}` : hostOf(o.uri);
         status = OUTPUT_STATUS[o.status] || ['idle', o.status || 'Idle'];
         facts = [o.uri,
-          typeof o.bitrate_kbps === 'number' && o.status === 'live' ? kbps(o.bitrate_kbps) : null,
+          o.bitrate_kbps > 0 && o.status === 'live' ? kbps(o.bitrate_kbps) : null,
           o.bytes_sent ? `${bytes(o.bytes_sent)} sent` : null,
           o.dropped_frames ? `${o.dropped_frames} dropped` : null,
           o.connected_at && o.status === 'live' ? `connected ${ago(o.connected_at)}` : null];
