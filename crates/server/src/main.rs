@@ -282,6 +282,7 @@ fn print_banner(settings: &Settings, credentials: &oxcast_api::Credentials, orig
          \n  API secret   {secret}\
          \n  RTMP ingest  {rtmp}   (in OBS: Server = a stream's input.uri, Stream Key = its stream_key)\
          \n  HLS          {http}/{cloud}/video/live/live_stream_<id>_hls.m3u8   (a stream's default hls output uri)\
+         \n  Dashboard    {http}/   (sign in with the API key and secret)\
          \n  Listening    HTTP {http_addr}, RTMP {rtmp_addr}\
          \n\nCreate a stream:\
          \n  curl -u {user} -H 'Content-Type: application/json' -d '{{\"input\":{{\"type\":\"rtmp\"}}}}' {api_base}/live_streams\n",
