@@ -184,7 +184,10 @@ try {
   await page.fill('#simulcast-name', 'Test destination');
   await page.click('#add-simulcast button[type="submit"]');
   const simulcast = page.locator('#outputs li[data-type="simulcast"]');
-  await simulcast.waitFor({ timeout: 10000 });
+  await simulcast.waitFor({ timeout: 10000 }).catch(async (e) => {
+    const said = await page.locator('#add-simulcast .form-error').textContent();
+    throw new Error(`no simulcast output in the page (the form says "${said}"): ${e.message}`);
+  });
   const relayLive = await until(30, async () => /live/i.test(await simulcast.locator('.badge').textContent()));
   const relayStatus = await simulcast.locator('.badge').textContent();
   if (!relayLive) {

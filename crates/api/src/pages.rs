@@ -19,6 +19,8 @@ use crate::delivery::Delivery;
 /// The hls.js build served to both pages: `dist/hls.min.js` of the npm package at the version
 /// `tests/browser/package-lock.json` locks, with its license header.
 const HLS_JS: &[u8] = include_bytes!("../assets/hls-1.7.4.min.js");
+/// Its license, which its header points to, served beside it.
+const HLS_JS_LICENSE: &str = include_str!("../assets/hls.js.LICENSE");
 /// Versioned, so that it can be cached for good.
 pub(crate) const HLS_JS_PATH: &str = "/assets/hls-1.7.4.min.js";
 
@@ -37,6 +39,7 @@ const HTML: &str = "text/html; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
 const SVG: &str = "image/svg+xml";
+const TEXT: &str = "text/plain; charset=utf-8";
 
 /// `blob:` for media and workers: hls.js feeds the `<video>` through a MediaSource object URL
 /// and runs its transmuxer in a worker made from a blob.
@@ -101,6 +104,7 @@ async fn asset(Path(file): Path<String>) -> Response {
         "player.js" => (PLAYER_JS.as_bytes(), JS, OWN_CACHE),
         "player.css" => (PLAYER_CSS.as_bytes(), CSS, OWN_CACHE),
         "icon.svg" => (ICON.as_bytes(), SVG, OWN_CACHE),
+        "hls.js.LICENSE" => (HLS_JS_LICENSE.as_bytes(), TEXT, OWN_CACHE),
         name if Some(name) == HLS_JS_PATH.strip_prefix("/assets/") => (HLS_JS, JS, LIBRARY_CACHE),
         _ => return (StatusCode::NOT_FOUND, "no such asset\n").into_response(),
     };
@@ -182,6 +186,34 @@ mod tests {
             "&lt;b a=&quot;1&quot;&gt;&#39;x&#39; &amp; y&lt;/b&gt;"
         );
         assert_eq!(escape_html("Café 🎥"), "Café 🎥");
+    }
+
+    #[tokio::test]
+    async fn assets_have_their_type_and_cache_and_nothing_else_is_served() {
+        let hls = asset(Path("hls-1.7.4.min.js".to_owned())).await;
+        assert_eq!(hls.status(), StatusCode::OK);
+        assert_eq!(hls.headers()[header::CONTENT_TYPE], JS);
+        assert_eq!(hls.headers()[header::CACHE_CONTROL], LIBRARY_CACHE);
+        assert_eq!(hls.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        for (file, content_type) in [("dashboard.css", CSS), ("player.js", JS), ("icon.svg", SVG)] {
+            let res = asset(Path(file.to_owned())).await;
+            assert_eq!(res.headers()[header::CONTENT_TYPE], content_type, "{file}");
+            assert_eq!(res.headers()[header::CACHE_CONTROL], OWN_CACHE, "{file}");
+        }
+        let license = asset(Path("hls.js.LICENSE".to_owned())).await;
+        assert_eq!(license.headers()[header::CONTENT_TYPE], TEXT);
+        for other in [
+            "hls.min.js",
+            "dashboard.html",
+            "..%2Fsrc%2Flib.rs",
+            "hls.js.license",
+        ] {
+            assert_eq!(
+                asset(Path(other.to_owned())).await.status(),
+                StatusCode::NOT_FOUND,
+                "{other}"
+            );
+        }
     }
 
     /// The browser tests play with the hls.js they lock; the pages serve the same one.
