@@ -5,8 +5,9 @@
 //   node player.mjs PLAYER_URI SCREENSHOT_DIR
 //
 // Prints {"step": "offline", ...} and waits for a line `go` on stdin (the publish has started);
-// then {"step": "playing", "started_sec": s, ...} and {"step": "embedded", ...}; ends with a report
-// line {"failure": null | "...", ...}; exits 0 when every check passed, 1 otherwise (2 when the
+// then {"step": "playing", "started_sec": s, ...} and {"step": "embedded", ...}, and waits for
+// another `go` (the stream is idle) to see the page say {"step": "offline_again"}; ends with a
+// report line {"failure": null | "...", ...}; exits 0 when every check passed, 1 otherwise (2 when the
 // browser cannot start).
 
 import { createInterface } from 'node:readline';
@@ -18,7 +19,7 @@ if (!shots) {
   console.error('usage: node player.mjs PLAYER_URI SCREENSHOT_DIR');
   process.exit(2);
 }
-const BUDGET = 70;
+const BUDGET = 90;
 /// Seconds of playback (`currentTime` advancing) each player must show.
 const WANT_PLAYBACK = 2;
 /// A site of its own embedding the page (see chromium.mjs on the origin and local network access).
@@ -152,6 +153,14 @@ try {
   }
   await host.screenshot({ path: join(shots, 'player-embedded.png') });
   step('embedded', { advanced: embedded.advanced, frame_url: frame.url(), video: embedded.last });
+  const again = await lines.next();
+  if (again.done || again.value.trim() !== 'go') {
+    throw new Error('the test did not say go after embedded');
+  }
+
+  // The stream went idle: the page says so again, by itself.
+  await page.locator('#state', { hasText: 'Offline' }).waitFor({ state: 'visible', timeout: 40000 });
+  step('offline_again', { video: await probe(page) });
 
   if (result.errors.length > 0) {
     fail(`errors in the pages: ${JSON.stringify(result.errors)}`);

@@ -287,7 +287,7 @@ fn the_dashboard_runs_a_stream_from_creation_to_deletion() {
 fn the_viewer_page_goes_live_by_itself_and_plays_in_a_frame_of_another_site() {
     let server = Server::start();
     let s = server
-        .create_stream(json!({"name": "Launch <day>", "input": {"type": "rtmp"}, "idle_timeout_sec": 10}));
+        .create_stream(json!({"name": "Launch <day>", "input": {"type": "rtmp"}, "idle_timeout_sec": 2}));
     let id = s["id"].as_str().unwrap();
     let hls = s["outputs"]
         .as_array()
@@ -357,8 +357,13 @@ fn the_viewer_page_goes_live_by_itself_and_plays_in_a_frame_of_another_site() {
     );
     assert_eq!(playing["navigations"], 1, "the page was not reloaded");
     let embedded = script.expect("embedded");
-    script.finish();
+
+    // The publisher leaves; once the stream is idle, the page says offline again.
     let _ = ffmpeg.kill();
     let _ = ffmpeg.wait();
+    server.wait_status(id, "idle", STEP);
+    script.go();
+    script.expect("offline_again");
+    script.finish();
     eprintln!("viewer page: {playing}\nin an iframe: {embedded}");
 }

@@ -164,7 +164,7 @@
   }
 
   /// A modal question; resolves to the text typed (or '' without an input), or null if cancelled.
-  function ask({ title, message = '', label = null, value = '', ok = 'OK', danger = false }) {
+  function ask({ title, message = '', label = null, value = '', placeholder = '', ok = 'OK', danger = false }) {
     const dialog = $('dialog');
     setText($('dialog-title'), title);
     setText($('dialog-message'), message);
@@ -172,6 +172,7 @@
     $('dialog-field').hidden = label === null;
     setText($('dialog-label'), label || '');
     $('dialog-input').value = value;
+    $('dialog-input').placeholder = placeholder;
     setText($('dialog-ok'), ok);
     $('dialog-ok').className = `btn ${danger ? 'danger' : 'primary'}`;
     dialog.returnValue = '';
@@ -836,7 +837,13 @@
   // ---- Stream actions --------------------------------------------------------------------------
 
   $('new-stream').addEventListener('click', async () => {
-    const name = await ask({ title: 'New live stream', label: 'Name', value: '', ok: 'Create stream' });
+    const name = await ask({
+      title: 'New live stream',
+      message: 'It gets its own stream key, an HLS output and a recording.',
+      label: 'Name',
+      placeholder: 'e.g. Main stage',
+      ok: 'Create stream',
+    });
     if (name === null) return;
     const body = { input: { type: 'rtmp' } };
     if (name) body.name = name;

@@ -93,6 +93,7 @@
   }
 
   video.addEventListener('playing', () => {
+    show('live', '');
     overlay.hidden = true;
   });
   video.addEventListener('ended', offline);
