@@ -63,7 +63,11 @@ const browser = await launch(result);
 let code = 1;
 let signedIn = false;
 try {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, colorScheme: 'light' });
+  const context = await browser.newContext({
+    viewport: { width: 1280, height: 800 },
+    colorScheme: 'light',
+    permissions: ['clipboard-read', 'clipboard-write'],
+  });
   const page = await context.newPage();
   page.on('pageerror', (e) => result.errors.push({ details: 'uncaught exception in the page', error: String(e) }));
   // Chromium logs every 4xx as "Failed to load resource": those are judged by their responses below.
@@ -135,6 +139,11 @@ try {
   const server = await page.inputValue('#obs-server');
   const streamKey = await page.inputValue('#obs-key');
   await page.click('#reveal-key');
+  await page.click('#copy-key');
+  const copied = await page.evaluate(() => navigator.clipboard.readText());
+  if (copied !== streamKey) {
+    fail(`the stream key's copy button copied "${copied}"`);
+  }
   const id = await page.getAttribute('#detail .detail-inner', 'data-id');
   const playerUri = await page.getAttribute('#player-link', 'href');
   step('created', { id, name: await page.textContent('#stream-name'), server, stream_key: streamKey, player_uri: playerUri });

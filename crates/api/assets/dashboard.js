@@ -159,8 +159,8 @@
     }, 1500);
   }
 
-  function copyButton(text, what) {
-    return h('button', { class: 'btn ghost small', type: 'button', title: `Copy ${what}`, onclick: (e) => copy(text(), e.currentTarget) }, 'Copy');
+  function copyButton(text, what, id) {
+    return h('button', { class: 'btn ghost small', type: 'button', id, title: `Copy ${what}`, onclick: (e) => copy(text(), e.currentTarget) }, 'Copy');
   }
 
   /// A modal question; resolves to the text typed (or '' without an input), or null if cancelled.
@@ -596,8 +596,8 @@
             v.stats, v.publisher),
           card('Encoder settings', 'obs-card',
             h('p', { class: 'muted small' }, 'In OBS: Settings › Stream › Service “Custom…”. Keyframe interval 2 s.'),
-            field('Server', v.server, copyButton(() => v.server.value, 'the server')),
-            field('Stream key', v.key, reveal, copyButton(() => v.key.value, 'the stream key'))))));
+            field('Server', v.server, copyButton(() => v.server.value, 'the server', 'copy-server')),
+            field('Stream key', v.key, reveal, copyButton(() => v.key.value, 'the stream key', 'copy-key'))))));
     $('detail').replaceChildren(root);
     state.view = v;
   }
