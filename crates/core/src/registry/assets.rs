@@ -259,7 +259,7 @@ mod tests {
         assert_eq!(f.registry.archive_file("a", None).await.unwrap(), None);
         // A new recording took one of the names meanwhile: its file is not removed.
         f.record("b", 1).await;
-        assert_eq!(store.pending_deletions().await.unwrap(), [a.clone()]);
+        assert_eq!(store.pending_deletions().await.unwrap(), std::slice::from_ref(&a));
         assert_eq!(f.registry.finish_deletions().await.unwrap(), 1);
         assert!(!f.exists(&a) && f.exists(&reused));
         assert_eq!(f.registry.finish_deletions().await.unwrap(), 0);
