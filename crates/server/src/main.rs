@@ -6,6 +6,7 @@ mod listeners;
 mod metrics;
 mod open_files;
 mod outputs;
+mod retention;
 mod settings;
 
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ use oxcast_core::{Registry, Store};
 use oxcast_hls::HlsOutputs;
 use oxcast_ingest::IngestConfig;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::credentials::Origin;
 use crate::listeners::Bound;
@@ -180,6 +182,13 @@ async fn run(mut settings: Settings, ready_file: Option<&Path>) -> anyhow::Resul
 
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
+    // Server-wide background work, waited for before the store closes.
+    let background = TaskTracker::new();
+    background.spawn(retention::sweep(
+        Arc::clone(&registry),
+        settings.archive_retention,
+        shutdown.clone(),
+    ));
     let ingest = tokio::spawn(oxcast_ingest::serve(
         rtmp,
         Arc::clone(&registry),
@@ -228,6 +237,8 @@ async fn run(mut settings: Settings, ready_file: Option<&Path>) -> anyhow::Resul
         archives.wait(FINALIZE_TIMEOUT),
         relays.wait(UNPUBLISH_TIMEOUT)
     );
+    background.close();
+    background.wait().await;
     store.close()?;
     tracing::info!("shutdown complete");
     Ok(())
