@@ -17,6 +17,8 @@ mod api;
 mod archive;
 #[path = "e2e/archive_limits.rs"]
 mod archive_limits;
+#[path = "e2e/assets.rs"]
+mod assets;
 #[path = "e2e/browser.rs"]
 mod browser;
 #[path = "e2e/destination.rs"]
