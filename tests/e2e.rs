@@ -21,6 +21,8 @@ mod archive_limits;
 mod assets;
 #[path = "e2e/browser.rs"]
 mod browser;
+#[path = "e2e/containers.rs"]
+mod containers;
 #[path = "e2e/destination.rs"]
 mod destination;
 #[path = "e2e/durability.rs"]

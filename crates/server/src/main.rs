@@ -2,6 +2,7 @@
 //! HTTP API, prints how to connect, and shuts down gracefully on SIGINT/SIGTERM.
 
 mod credentials;
+mod health_check;
 mod listeners;
 mod metrics;
 mod open_files;
@@ -39,6 +40,10 @@ struct Cli {
     /// (whole, by a rename): how a supervisor or a test learns the ports picked for a port of 0.
     #[arg(long, value_name = "FILE")]
     ready_file: Option<PathBuf>,
+    /// Instead of serving: ask the server running with these settings for GET /healthz (on
+    /// http.listen) and exit 0 if it answers 200, 1 if not. For container health checks.
+    #[arg(long)]
+    health_check: bool,
 }
 
 /// How long recordings may take to finalize at shutdown (the rest are finalized at the next start).
@@ -63,6 +68,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if cli.health_check {
+        return match health_check::check(settings.http_listen) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("oxcast: unhealthy: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     init_logging(&settings.log_filter);
     fix_mmap_threshold();
     open_files::raise_limit(
