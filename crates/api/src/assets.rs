@@ -333,6 +333,21 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_cursor_text_decodes_or_is_a_400(text in ".{0,300}") {
+            if let Err(e) = Cursor::decode(&text) {
+                proptest::prop_assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+            }
+        }
+
+        #[test]
+        fn any_public_id_survives_its_cursor(id in "[A-Za-z0-9_-]{1,20}(/[A-Za-z0-9_-]{1,20}){0,3}") {
+            let cursor = Cursor(id);
+            proptest::prop_assert_eq!(Cursor::decode(&cursor.encode()).unwrap(), cursor);
+        }
+    }
+
     #[test]
     fn public_ids_come_from_json_strings_or_arrays() {
         let pairs = json_pairs(br#"{"public_ids": ["a", "b"], "invalidate": true, "n": 1}"#).unwrap();
