@@ -353,3 +353,41 @@ async fn the_assets_api_has_cloudinarys_shapes_and_refuses_what_it_cannot_do() {
     let (_, body) = get(list.into()).await;
     assert_eq!(body["resources"].as_array().unwrap().len(), 1, "{body}");
 }
+
+#[tokio::test]
+async fn a_download_under_way_finishes_after_its_recording_is_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let data: Vec<u8> = (0..1_000_000).map(|i| (i % 253) as u8).collect();
+    let path = "archive/show/1.mp4";
+    std::fs::create_dir_all(dir.path().join("archive/show")).unwrap();
+    std::fs::write(dir.path().join(path), &data).unwrap();
+    let archive = oxcast_core::Archive {
+        public_id: "show".into(),
+        version: 1_700_000_000,
+        stream_id: StreamId::generate(),
+        path: path.into(),
+        duration_ms: 1000,
+        bytes: data.len() as i64,
+        created_at: 1_700_000_000_000,
+    };
+    store.insert_archive(archive).await.unwrap();
+    let registry = Registry::new(store, Arc::new(NoOutputs)).unwrap();
+    let app = router(Arc::clone(&registry), config(), sources(Arc::new(NoHls)));
+    let url = "/local/video/upload/v1700000000/show.mp4";
+
+    // The file is open and nothing of it read yet: the body streams as the player reads.
+    let under_way = get_raw(&app, url, None).await;
+    assert_eq!(under_way.status(), StatusCode::OK);
+    assert_eq!(registry.delete_assets(&["show".to_owned()]).await.unwrap(), [1]);
+    assert!(!dir.path().join(path).exists());
+    let body = axum::body::to_bytes(under_way.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    assert_eq!(body, data);
+    assert_eq!(get_raw(&app, url, None).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        get_raw(&app, "/local/video/upload/show.mp4", None).await.status(),
+        StatusCode::NOT_FOUND
+    );
+}
