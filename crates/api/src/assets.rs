@@ -2,7 +2,8 @@
 //! written with Cloudinary's SDKs lists and deletes them with only its base URL changed:
 //!
 //! - `GET /v1_1/{cloud}/resources/video[/upload]` with `prefix`, `max_results` (1 to 500,
-//!   default 10) and `next_cursor`: `{resources: [...], next_cursor?}`.
+//!   default 10) and `next_cursor`: `{resources: [...], next_cursor?}`; or with `public_ids[]`
+//!   (at most 100), those that exist.
 //! - `DELETE /v1_1/{cloud}/resources/video/upload` with `public_ids[]` (at most 100), in the query
 //!   string (older Python SDKs), a form body (the Node SDK) or a JSON body (newer Python SDKs):
 //!   `{deleted: {id: "deleted" | "not_found"}, deleted_counts, partial: false}`.
@@ -37,8 +38,8 @@ use crate::views::asset_url;
 const DEFAULT_MAX_RESULTS: usize = 10;
 /// Most resources per page (Cloudinary's maximum).
 const MAX_RESULTS: usize = 500;
-/// Most public IDs per deletion (Cloudinary's maximum).
-const MAX_DELETE: usize = 100;
+/// Most public IDs per deletion or lookup (Cloudinary's maximum).
+const MAX_PUBLIC_IDS: usize = 100;
 
 pub(crate) fn routes(state: AppState) -> Router {
     Router::new()
@@ -88,6 +89,7 @@ async fn list(State(s): State<AppState>, RawQuery(query): RawQuery) -> Result<Ba
     let mut prefix = String::new();
     let mut max_results = DEFAULT_MAX_RESULTS;
     let mut after = None;
+    let mut wanted = Vec::new();
     for (name, value) in form_pairs(query.as_deref().unwrap_or_default().as_bytes(), "query string")? {
         match name.as_str() {
             "prefix" => prefix = value,
@@ -103,6 +105,8 @@ async fn list(State(s): State<AppState>, RawQuery(query): RawQuery) -> Result<Ba
                     })?;
             }
             "next_cursor" if !value.is_empty() => after = Some(Cursor::decode(&value)?),
+            // The SDKs' `resources_by_ids` asks the same path with the public IDs it wants.
+            "public_ids[]" | "public_ids" => add_public_id(&mut wanted, value)?,
             // Filters Oxcast cannot apply: answering without them would list what was not asked.
             "start_at" => {
                 return Err(ApiError::bad_request(
@@ -113,6 +117,9 @@ async fn list(State(s): State<AppState>, RawQuery(query): RawQuery) -> Result<Ba
             // order, which Cloudinary too ignores with a prefix), `tags`, `context`, ….
             _ => {}
         }
+    }
+    if !wanted.is_empty() {
+        return by_ids(&s, &wanted).await;
     }
     let mut page = s
         .registry
@@ -127,6 +134,37 @@ async fn list(State(s): State<AppState>, RawQuery(query): RawQuery) -> Result<Ba
         resources,
         next_cursor: next_cursor.flatten(),
     })
+}
+
+/// The resources of these public IDs that exist, in the order asked.
+async fn by_ids(s: &AppState, public_ids: &[String]) -> Result<Bare, ApiError> {
+    let mut found = Vec::new();
+    for public_id in public_ids {
+        let newest = s.registry.archive_file(public_id, None).await;
+        if let Some((archive, _)) = newest.map_err(oxcast_core::RegistryError::from)? {
+            found.push(archive);
+        }
+    }
+    let resources = found.iter().map(|a| resource(a, s)).collect();
+    Bare::new(&Resources {
+        resources,
+        next_cursor: None,
+    })
+}
+
+/// Adds a public ID asked for, once; more than [`MAX_PUBLIC_IDS`] is a 400. Checked as they come,
+/// so the duplicate check stays small.
+fn add_public_id(public_ids: &mut Vec<String>, value: String) -> Result<(), ApiError> {
+    if public_ids.contains(&value) {
+        return Ok(());
+    }
+    if public_ids.len() == MAX_PUBLIC_IDS {
+        return Err(ApiError::bad_request(format!(
+            "public_ids[] holds more than {MAX_PUBLIC_IDS} public IDs; at most {MAX_PUBLIC_IDS} per request"
+        )));
+    }
+    public_ids.push(value);
+    Ok(())
 }
 
 fn resource<'a>(archive: &'a Archive, s: &AppState) -> Resource<'a> {
@@ -205,15 +243,7 @@ async fn delete(State(s): State<AppState>, req: Request) -> Result<Bare, ApiErro
     let mut other = None;
     for (name, value) in params {
         match name.as_str() {
-            "public_ids[]" | "public_ids" if !public_ids.contains(&value) => {
-                // Checked as they come, so the duplicate check stays small.
-                if public_ids.len() == MAX_DELETE {
-                    return Err(ApiError::bad_request(format!(
-                        "public_ids[] holds more than {MAX_DELETE} public IDs; at most {MAX_DELETE} per request"
-                    )));
-                }
-                public_ids.push(value);
-            }
+            "public_ids[]" | "public_ids" => add_public_id(&mut public_ids, value)?,
             "keep_original" if matches!(value.as_str(), "true" | "1") => {
                 return Err(ApiError::bad_request(
                     "keep_original=true deletes derived assets only, and Oxcast keeps none: nothing to delete",
@@ -229,7 +259,7 @@ async fn delete(State(s): State<AppState>, req: Request) -> Result<Bare, ApiErro
             None => String::new(),
         };
         return Err(ApiError::bad_request(format!(
-            "{why}public_ids[] is required: the public IDs to delete (at most {MAX_DELETE})"
+            "{why}public_ids[] is required: the public IDs to delete (at most {MAX_PUBLIC_IDS})"
         )));
     }
     let counts = s.registry.delete_assets(&public_ids).await?;

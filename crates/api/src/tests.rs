@@ -258,6 +258,21 @@ async fn the_assets_api_has_cloudinarys_shapes_and_refuses_what_it_cannot_do() {
     assert_eq!(body["resources"][0]["public_id"], "shows/a");
     assert!(body.get("next_cursor").is_none(), "{body}");
 
+    // The SDKs' resources_by_ids: those that exist, in the order asked.
+    let (status, body) = get(format!(
+        "{list}?public_ids[]=shows/a&public_ids[]=nope&public_ids[]=b"
+    ))
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let ids: Vec<_> = body["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["public_id"].clone())
+        .collect();
+    assert_eq!(ids, ["shows/a", "b"]);
+    assert_eq!(body["resources"][0]["version"], 1_719_304_999);
+
     for (query, says) in [
         ("max_results=0", "max_results must be an integer from 1 to 500"),
         ("max_results=501", "max_results"),
