@@ -215,8 +215,10 @@ mod tests {
             pairs(&[("a_b", 1), ("axb", 1)])
         );
         assert_eq!(f.listed("z", None, 10).await, vec![]);
-        // A newer recording of a public_id already listed does not move it.
+        // A newer recording of a public_id already listed does not move it, and the page's last
+        // public_id going away does not lose the place.
         f.record("a", 13).await;
+        f.registry.delete_assets(&["a_b".to_owned()]).await.unwrap();
         assert_eq!(
             f.listed("", Some("a_b"), 10).await,
             pairs(&[("axb", 1), ("b", 10), ("shows/x", 5)])
