@@ -34,6 +34,7 @@ impl Registry {
         for archive in &removed {
             tracing::info!(public_id = %archive.public_id, version = archive.version, "recording deleted");
         }
+        deleted("request", &removed);
         self.remove_files(&removed).await?;
         Ok(public_ids
             .iter()
@@ -52,6 +53,7 @@ impl Registry {
             tracing::info!(public_id = %archive.public_id, version = archive.version,
                 retention_sec = max_age.as_secs_f64(), "recording expired and deleted");
         }
+        deleted("retention", &removed);
         self.remove_files(&removed).await?;
         Ok(removed)
     }
@@ -119,6 +121,13 @@ fn remove_and_sync(dir: &Path, paths: Vec<String>) -> Vec<String> {
         }
     }
     removed
+}
+
+/// Counts deleted recordings and their bytes for `/metrics`, by why they went.
+fn deleted(reason: &'static str, removed: &[Archive]) {
+    metrics::counter!("oxcast_recordings_deleted_total", "reason" => reason).increment(removed.len() as u64);
+    let bytes: u64 = removed.iter().map(|a| u64::try_from(a.bytes).unwrap_or(0)).sum();
+    metrics::counter!("oxcast_recordings_deleted_bytes_total", "reason" => reason).increment(bytes);
 }
 
 #[cfg(test)]
