@@ -17,8 +17,12 @@ mod api;
 mod archive;
 #[path = "e2e/archive_limits.rs"]
 mod archive_limits;
+#[path = "e2e/assets.rs"]
+mod assets;
 #[path = "e2e/browser.rs"]
 mod browser;
+#[path = "e2e/containers.rs"]
+mod containers;
 #[path = "e2e/dashboard.rs"]
 mod dashboard;
 #[path = "e2e/destination.rs"]

@@ -50,13 +50,25 @@ fn streams_keys_and_outputs_survive_sigkill() {
     for (was, now) in before.as_array().unwrap().iter().zip(after) {
         let mut was = was.clone();
         was["status"] = json!("idle"); // no session survives a restart
-        // Nor does a relay's state: a simulcast output of the stream that was live reads idle.
+        // Nor do its live figures, nor a relay's state: a simulcast output of the stream that was
+        // live reads idle.
+        was.as_object_mut().unwrap().remove("live");
         for output in was["outputs"].as_array_mut().unwrap() {
+            let output = output.as_object_mut().unwrap();
+            for live_figure in [
+                "segments",
+                "last_segment_at",
+                "viewers",
+                "recording_bytes",
+                "recording_duration_sec",
+            ] {
+                output.remove(live_figure);
+            }
             if output["type"] == "simulcast" {
-                let output = output.as_object_mut().unwrap();
                 output.insert("status".into(), json!("idle"));
                 output.insert("bytes_sent".into(), json!(0));
                 output.insert("dropped_frames".into(), json!(0));
+                output.insert("bitrate_kbps".into(), json!(0.0));
                 output.remove("last_error");
                 output.remove("connected_at");
             }

@@ -58,7 +58,7 @@ pub(crate) fn routes(state: AppState) -> Router {
 }
 
 /// Another cloud's name is a 404, as if the path did not exist.
-async fn check_cloud_name(
+pub(crate) async fn check_cloud_name(
     State(state): State<AppState>,
     Path(params): Path<HashMap<String, String>>,
     req: Request,

@@ -7,6 +7,8 @@
 //!
 //! `GET`/`HEAD /{cloud}/video/upload/{public_id}.mp4` (the newest recording) and
 //! `…/upload/v{version}/{public_id}.mp4`: streamed from the file, with byte ranges, so players seek.
+//! A deleted recording is a 404 from the moment its row goes; a download already under way
+//! reads to its end (the open file outlives its name).
 
 use std::sync::Arc;
 
@@ -213,6 +215,16 @@ async fn asset_of(d: &Delivery, cloud: &str, path: &str, request: &HeaderMap) ->
     };
     let opened = match tokio::fs::File::open(&file).await {
         Ok(opened) => opened,
+        // Deleted between the lookup and the open: gone, as for the next request.
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                && matches!(
+                    d.registry.archive_file(public_id, Some(archive.version)).await,
+                    Ok(None)
+                ) =>
+        {
+            return not_found("asset");
+        }
         Err(e) => {
             tracing::error!(path = %file.display(), "recording {public_id} v{} unreadable: {e}", archive.version);
             return not_found("asset");

@@ -21,6 +21,8 @@ enum Payload {
     Data(String),
     /// The error message.
     Error(String),
+    /// A whole body, sent as it is: Cloudinary's Admin API answers without the envelope.
+    Bare(String),
 }
 
 /// A successful answer: 200 with `data`.
@@ -44,6 +46,26 @@ impl IntoResponse for Data {
     fn into_response(self) -> Response {
         let mut res = StatusCode::OK.into_response();
         res.extensions_mut().insert(Payload::Data(self.0));
+        res
+    }
+}
+
+/// A successful answer sent without the envelope (still with a request id header): 200 with
+/// `value` as the whole body.
+pub(crate) struct Bare(String);
+
+impl Bare {
+    pub(crate) fn new<T: Serialize>(value: &T) -> Result<Bare, ApiError> {
+        serde_json::to_string(value)
+            .map(Bare)
+            .map_err(|e| ApiError::internal(format!("serializing the response failed: {e}")))
+    }
+}
+
+impl IntoResponse for Bare {
+    fn into_response(self) -> Response {
+        let mut res = StatusCode::OK.into_response();
+        res.extensions_mut().insert(Payload::Bare(self.0));
         res
     }
 }
@@ -135,6 +157,7 @@ pub async fn envelope(req: Request, next: Next) -> Response {
     let body = match res.extensions_mut().remove::<Payload>() {
         Some(Payload::Data(data)) => format!(r#"{{"request_id":"{request_id}","data":{data}}}"#),
         Some(Payload::Error(message)) => error_body(&request_id, &message),
+        Some(Payload::Bare(body)) => body,
         // The router's own answers (no such route, wrong method).
         None => error_body(&request_id, &router_message(&res, &method, &path)),
     };

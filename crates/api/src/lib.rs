@@ -5,12 +5,14 @@
 //! authenticated with HTTP Basic ([`auth`]); JSON bodies are read and checked field by field so
 //! that a 400 names the field ([`requests`]). The crate holds no state of its own: it calls
 //! `oxcast_core::Registry` for everything. Players read media without credentials ([`delivery`]):
-//! HLS from the output crates through `oxcast_core::HlsSource`. People get pages ([`pages`]): the
-//! dashboard at `/` and a viewer page per stream. [`serve`] runs the application on
-//! a listener with the limits that keep idle or stalled clients from holding connections
-//! ([`HttpLimits`]).
+//! HLS from the output crates through `oxcast_core::HlsSource`. Recordings are also managed
+//! through the part of Cloudinary's Admin API that lists and deletes video assets ([`assets`]).
+//! People get pages ([`pages`]): the dashboard at `/` and a viewer page per stream. [`serve`] runs
+//! the application on a listener with the limits that keep idle or stalled clients from holding
+//! connections ([`HttpLimits`]).
 
 mod admin;
+mod assets;
 pub mod auth;
 mod delivery;
 pub mod envelope;
@@ -91,7 +93,9 @@ pub fn router(registry: Arc<Registry>, config: ApiConfig, sources: Sources) -> R
         viewers,
     };
     let metrics = metrics::routes(state.clone());
-    let routes = admin::routes(state.clone()).merge(health::routes(state));
+    let routes = admin::routes(state.clone())
+        .merge(assets::routes(state.clone()))
+        .merge(health::routes(state));
     // As one service, so the envelope sees the router's finished answers (a 405 with its Allow header).
     let admin = Router::new()
         .fallback_service(routes)

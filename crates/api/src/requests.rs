@@ -22,32 +22,37 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
-        let too_large = || {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body is larger than {} KiB", MAX_BODY_BYTES / 1024),
-            )
-        };
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-            return Err(too_large());
-        }
-        let bytes = axum::body::to_bytes(Body::new(req.into_body()), MAX_BODY_BYTES)
-            .await
-            .map_err(|e| {
-                let inner = e.into_inner();
-                if inner.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                    too_large()
-                } else {
-                    ApiError::bad_request(format!("reading the request body failed: {inner}"))
-                }
-            })?;
-        parse_object(&bytes).map(JsonObject)
+        parse_object(&read_body(req).await?).map(JsonObject)
     }
+}
+
+/// The request's body, at most [`MAX_BODY_BYTES`] (413 beyond).
+pub(crate) async fn read_body(req: Request) -> Result<bytes::Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is larger than {} KiB", MAX_BODY_BYTES / 1024),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
+    let bytes = axum::body::to_bytes(Body::new(req.into_body()), MAX_BODY_BYTES)
+        .await
+        .map_err(|e| {
+            let inner = e.into_inner();
+            if inner.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                too_large()
+            } else {
+                ApiError::bad_request(format!("reading the request body failed: {inner}"))
+            }
+        })?;
+    Ok(bytes)
 }
 
 fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {

@@ -315,13 +315,18 @@ impl<'a> ArchiveView<'a> {
         ArchiveView {
             public_id: &archive.public_id,
             version: archive.version,
-            uri: format!(
-                "{}/{}/video/upload/v{}/{}.mp4",
-                config.public_http_url, config.cloud_name, archive.version, archive.public_id
-            ),
+            uri: asset_url(config, &archive.public_id, archive.version),
             duration_sec: archive.duration_ms as f64 / 1000.0,
             bytes: archive.bytes,
             created_at: archive.created_at,
         }
     }
+}
+
+/// Where players find one recording of `public_id`.
+pub(crate) fn asset_url(config: &ApiConfig, public_id: &str, version: i64) -> String {
+    format!(
+        "{}/{}/video/upload/v{version}/{public_id}.mp4",
+        config.public_http_url, config.cloud_name
+    )
 }

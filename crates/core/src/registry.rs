@@ -5,10 +5,12 @@
 //! has a session here; at start-up there are none.
 //!
 //! The registry's jobs each have a module: `streams` (creating, changing and deleting streams,
-//! and reading their recordings), `outputs` (the same for a stream's outputs), and
+//! and reading their recordings), `outputs` (the same for a stream's outputs), `assets`
+//! (recordings across streams: listing, deleting, expiring), and
 //! `lifecycle` (active and idle, publishers and takeover, idle timeout and max runtime, with
 //! the running part of a session in `session`).
 
+mod assets;
 mod keys;
 mod lifecycle;
 mod outputs;

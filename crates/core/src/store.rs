@@ -359,6 +359,115 @@ impl Store {
     }
 }
 
+/// Listing and removing recordings across streams.
+impl Store {
+    /// The newest recording of each public_id that starts with `prefix` and sorts after `after`,
+    /// in public_id order, at most `limit`. Keyed by public_id alone, so a listing continued from
+    /// the last public_id of a page neither repeats nor skips one that was there all along.
+    pub async fn newest_archives(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Archive>, StoreError> {
+        let (prefix, after) = (prefix.to_owned(), after.unwrap_or_default().to_owned());
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with(move |db| {
+            // With one max() in the query, SQLite takes the other columns from that row.
+            let mut stmt = db.prepare_cached(
+                "SELECT public_id, max(version), stream_id, path, duration_ms, bytes, created_at
+                 FROM archives
+                 WHERE public_id > ?1 AND public_id >= ?2 AND substr(public_id, 1, length(?2)) = ?2
+                 GROUP BY public_id ORDER BY public_id LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![after, prefix, limit], archive_from_row)?;
+            let mut archives = Vec::new();
+            for row in rows {
+                archives.push(row??);
+            }
+            Ok(archives)
+        })
+        .await
+    }
+
+    /// Removes every recording of each of `public_ids` and returns them. Their files are listed
+    /// for removal in the same transaction ([`Store::pending_deletions`]).
+    pub async fn remove_archives(&self, public_ids: Vec<String>) -> Result<Vec<Archive>, StoreError> {
+        self.with(move |db| {
+            let tx = db.transaction()?;
+            let mut removed = Vec::new();
+            for public_id in &public_ids {
+                removed.extend(remove_where(&tx, "public_id = ?1", public_id)?);
+            }
+            tx.commit()?;
+            Ok(removed)
+        })
+        .await
+    }
+
+    /// Removes the recordings whose version (finalize time, Unix seconds) is below `version` and
+    /// returns them, their files listed for removal as by [`Store::remove_archives`].
+    pub async fn remove_archives_before(&self, version: i64) -> Result<Vec<Archive>, StoreError> {
+        self.with(move |db| {
+            let tx = db.transaction()?;
+            let removed = remove_where(&tx, "version < ?1", version)?;
+            tx.commit()?;
+            Ok(removed)
+        })
+        .await
+    }
+
+    /// Files of removed recordings (relative to the storage directory) still to be removed. A
+    /// path a recording uses again is dropped from the list, not returned.
+    pub async fn pending_deletions(&self) -> Result<Vec<String>, StoreError> {
+        self.with(|db| {
+            db.execute(
+                "DELETE FROM archive_deletions WHERE path IN (SELECT path FROM archives)",
+                [],
+            )?;
+            let mut stmt = db.prepare_cached("SELECT path FROM archive_deletions ORDER BY path")?;
+            let paths = stmt.query_map([], |r| r.get(0))?;
+            Ok(paths.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    /// Takes removed files off the list of pending deletions.
+    pub async fn deletions_done(&self, paths: Vec<String>) -> Result<(), StoreError> {
+        self.with(move |db| {
+            let tx = db.transaction()?;
+            for path in &paths {
+                tx.execute("DELETE FROM archive_deletions WHERE path = ?1", [path])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// Deletes the recordings matching `condition` (on `?1`), listing their files for removal.
+fn remove_where(
+    tx: &rusqlite::Transaction<'_>,
+    condition: &str,
+    value: impl rusqlite::ToSql,
+) -> Result<Vec<Archive>, StoreError> {
+    let mut stmt = tx.prepare_cached(&format!("{SELECT_ARCHIVE} WHERE {condition}"))?;
+    let rows = stmt.query_map([&value], archive_from_row)?;
+    let mut removed = Vec::new();
+    for row in rows {
+        removed.push(row??);
+    }
+    for archive in &removed {
+        tx.execute(
+            "INSERT OR IGNORE INTO archive_deletions (path) VALUES (?1)",
+            [&archive.path],
+        )?;
+    }
+    tx.execute(&format!("DELETE FROM archives WHERE {condition}"), [&value])?;
+    Ok(removed)
+}
+
 const SELECT_ARCHIVE: &str =
     "SELECT public_id, version, stream_id, path, duration_ms, bytes, created_at FROM archives";
 

@@ -2,10 +2,12 @@
 //! HTTP API, prints how to connect, and shuts down gracefully on SIGINT/SIGTERM.
 
 mod credentials;
+mod health_check;
 mod listeners;
 mod metrics;
 mod open_files;
 mod outputs;
+mod retention;
 mod settings;
 
 use std::path::{Path, PathBuf};
@@ -21,6 +23,7 @@ use oxcast_core::{Registry, Store};
 use oxcast_hls::HlsOutputs;
 use oxcast_ingest::IngestConfig;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::credentials::Origin;
 use crate::listeners::Bound;
@@ -37,6 +40,10 @@ struct Cli {
     /// (whole, by a rename): how a supervisor or a test learns the ports picked for a port of 0.
     #[arg(long, value_name = "FILE")]
     ready_file: Option<PathBuf>,
+    /// Instead of serving: ask the server running with these settings for GET /healthz (on
+    /// http.listen) and exit 0 if it answers 200, 1 if not. For container health checks.
+    #[arg(long)]
+    health_check: bool,
 }
 
 /// How long recordings may take to finalize at shutdown (the rest are finalized at the next start).
@@ -61,6 +68,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if cli.health_check {
+        return match health_check::check(settings.http_listen) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("oxcast: unhealthy: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     init_logging(&settings.log_filter);
     fix_mmap_threshold();
     open_files::raise_limit(
@@ -180,6 +196,13 @@ async fn run(mut settings: Settings, ready_file: Option<&Path>) -> anyhow::Resul
 
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
+    // Server-wide background work, waited for before the store closes.
+    let background = TaskTracker::new();
+    background.spawn(retention::sweep(
+        Arc::clone(&registry),
+        settings.archive_retention,
+        shutdown.clone(),
+    ));
     let ingest = tokio::spawn(oxcast_ingest::serve(
         rtmp,
         Arc::clone(&registry),
@@ -228,6 +251,8 @@ async fn run(mut settings: Settings, ready_file: Option<&Path>) -> anyhow::Resul
         archives.wait(FINALIZE_TIMEOUT),
         relays.wait(UNPUBLISH_TIMEOUT)
     );
+    background.close();
+    background.wait().await;
     store.close()?;
     tracing::info!("shutdown complete");
     Ok(())

@@ -91,6 +91,15 @@ fn describe() {
         Unit::Bytes,
         "Bytes written to recordings, by stream."
     );
+    describe_counter!(
+        "oxcast_recordings_deleted_total",
+        "Recordings deleted, by reason (request: the Admin API; retention: archive.retention_days)."
+    );
+    describe_counter!(
+        "oxcast_recordings_deleted_bytes_total",
+        Unit::Bytes,
+        "Bytes of recordings deleted, by reason."
+    );
     describe_histogram!(
         "oxcast_archive_finalize_seconds",
         Unit::Seconds,

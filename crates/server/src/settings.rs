@@ -41,6 +41,8 @@ pub(crate) struct Settings {
     /// A recording's fragments are written at this size, or this long after their first frame.
     pub(crate) archive_max_fragment_bytes: u64,
     pub(crate) archive_max_fragment_wait: Duration,
+    /// Recordings finalized longer ago than this are deleted; `None`: kept forever.
+    pub(crate) archive_retention: Option<Duration>,
     pub(crate) simulcast: oxcast_simulcast::SimulcastConfig,
     pub(crate) limits: oxcast_core::RegistryLimits,
     pub(crate) log_filter: String,
@@ -117,6 +119,7 @@ struct RawArchive {
     min_recording_interval_sec: u64,
     max_fragment_bytes: u64,
     max_fragment_wait_sec: u64,
+    retention_days: f64,
 }
 
 #[derive(Deserialize)]
@@ -314,6 +317,7 @@ impl Settings {
                 raw.archive.max_fragment_wait_sec,
                 1..=60,
             )?,
+            archive_retention: retention(raw.archive.retention_days)?,
             simulcast: oxcast_simulcast::SimulcastConfig {
                 ca_file: Some(raw.simulcast.ca_file.trim())
                     .filter(|f| !f.is_empty())
@@ -347,6 +351,19 @@ impl Settings {
             },
         })
     }
+}
+
+/// archive.retention_days: 0 keeps recordings forever; fractions are allowed (0.5 is 12 hours, and
+/// a test can use seconds).
+fn retention(days: f64) -> Result<Option<Duration>, SettingsError> {
+    const MAX_DAYS: f64 = 36_500.0;
+    if !(0.0..=MAX_DAYS).contains(&days) {
+        return Err(SettingsError(format!(
+            "archive.retention_days {days}: use 0 (keep recordings forever) or a number of days up \
+             to {MAX_DAYS}; fractions are allowed (0.5 is 12 hours)"
+        )));
+    }
+    Ok((days > 0.0).then(|| Duration::from_secs_f64(days * 86_400.0)))
 }
 
 /// Bounds of archive.max_fragment_bytes: below 64 KiB a fragment's headers weigh; above 1 GiB a
@@ -688,7 +705,34 @@ mod tests {
         assert_eq!(s.archive_min_recording_interval, Duration::from_secs(60));
         assert_eq!(s.archive_max_fragment_bytes, 8 << 20);
         assert_eq!(s.archive_max_fragment_wait, Duration::from_secs(2));
+        assert_eq!(s.archive_retention, None);
+        let days = |v: &str| {
+            Settings::load_from(None, env(&[("OXCAST__ARCHIVE__RETENTION_DAYS", v)]))
+                .unwrap()
+                .archive_retention
+        };
+        assert_eq!(days("30"), Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(days("0.5"), Some(Duration::from_secs(43_200)));
+        assert_eq!(days("0"), None);
+        let tiny = days("0.0001").unwrap();
+        assert!((tiny.as_secs_f64() - 8.64).abs() < 1e-9, "{tiny:?}");
         for (key, value, wanted) in [
+            (
+                "OXCAST__ARCHIVE__RETENTION_DAYS",
+                "-1",
+                "archive.retention_days -1: use 0 (keep recordings forever)",
+            ),
+            (
+                "OXCAST__ARCHIVE__RETENTION_DAYS",
+                "NaN",
+                "archive.retention_days NaN",
+            ),
+            ("OXCAST__ARCHIVE__RETENTION_DAYS", "1e9", "archive.retention_days"),
+            (
+                "OXCAST__ARCHIVE__RETENTION_DAYS",
+                "week",
+                "archive.retention_days",
+            ),
             (
                 "OXCAST__ARCHIVE__MIN_RECORDING_INTERVAL_SEC",
                 "0",

@@ -43,4 +43,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (public_id, version)
     ) STRICT;
     CREATE INDEX archives_by_stream ON archives(stream_id, created_at);",
+    // 3: deleting recordings. A deletion removes the rows and lists the files here in one
+    // transaction, then removes the files and their entries: a crash in between leaves files
+    // to remove at the next start, never a listed recording without its file.
+    "CREATE TABLE archive_deletions (
+        path TEXT PRIMARY KEY
+    ) STRICT;
+    CREATE INDEX archives_by_version ON archives(version);",
 ];
