@@ -288,6 +288,22 @@
     return h('span', { class: `badge ${kind}` }, text);
   }
 
+  /// `live` (receiving), `waiting` (active, but no encoder connected) or `idle`.
+  function streamState(s) {
+    if (s.status !== 'active') {
+      return 'idle';
+    }
+    return s.live && s.live.publisher ? 'live' : 'waiting';
+  }
+
+  function stateBadge(shown) {
+    return {
+      live: () => badge('live', 'Live'),
+      waiting: () => badge('warn', 'No input'),
+      idle: () => badge('idle', 'Idle'),
+    }[shown]();
+  }
+
   const OUTPUT_STATUS = {
     live: ['ok', 'Live'],
     connecting: ['warn', 'Connecting'],
@@ -446,13 +462,17 @@
       const live = s.status === 'active';
       setText(li.querySelector('.item-name'), streamName(s));
       const badgeBox = li.querySelector('.item-badge');
-      if (badgeBox.dataset.status !== s.status) {
-        badgeBox.dataset.status = s.status;
-        badgeBox.replaceChildren(live ? badge('live', 'Live') : badge('idle', 'Idle'));
+      const shown = streamState(s);
+      if (badgeBox.dataset.state !== shown) {
+        badgeBox.dataset.state = shown;
+        badgeBox.replaceChildren(stateBadge(shown));
       }
       const v = s.live && s.live.video;
+      const hlsOut = s.outputs.find((o) => o.type === 'hls');
+      const watching = hlsOut && typeof hlsOut.viewers === 'number' ? ` · ${hlsOut.viewers} watching` : '';
       const meta = live
-        ? (v ? `${resolution(s.live)} · ${number.format(v.fps || 0)} fps · ${kbps(v.bitrate_kbps)}` : 'Receiving')
+        ? (v ? `${resolution(s.live)} · ${number.format(v.fps || 0)} fps · ${kbps(v.bitrate_kbps)}${watching}`
+          : `${shown === 'live' ? 'Receiving' : 'Waiting for the encoder'}${watching}`)
         : `Created ${ago(s.created_at)}`;
       setText(li.querySelector('.item-meta'), meta);
       li.querySelector('.stream-item').classList.toggle('selected', s.id === state.selected);
@@ -612,9 +632,10 @@
     const active = stream.status === 'active';
     const live = active ? stream.live : undefined;
     setText(v.name, streamName(stream));
-    if (v.status.dataset.status !== stream.status) {
-      v.status.dataset.status = stream.status;
-      v.status.replaceChildren(active ? badge('live', 'Live') : badge('idle', 'Idle'));
+    const shown = streamState(stream);
+    if (v.status.dataset.state !== shown) {
+      v.status.dataset.state = shown;
+      v.status.replaceChildren(stateBadge(shown));
     }
     setText(v.sub, `Created ${new Date(stream.created_at).toLocaleString()} · idle after ${stream.idle_timeout_sec} s without input`);
     v.kick.hidden = !(live && live.publisher);
