@@ -10,6 +10,7 @@
 
 (() => {
   const POLL_MS = 2000;
+  const STALL_MS = 5000;
   const video = document.getElementById('video');
   const overlay = document.getElementById('overlay');
   const badge = document.getElementById('state');
@@ -17,10 +18,12 @@
   const playlist = video.dataset.playlist;
   let hls = null;
   let timer = null;
+  let stalled = null;
+  let started = false;
 
-  function show(state, text) {
+  function show(state, text, label = { offline: 'Offline', live: 'Live', waiting: 'Starting' }[state]) {
     badge.className = `badge ${state}`;
-    badge.textContent = { offline: 'Offline', live: 'Live', waiting: 'Starting' }[state];
+    badge.textContent = label;
     message.textContent = text;
     overlay.hidden = false;
   }
@@ -52,6 +55,8 @@
   }
 
   function stop() {
+    clearTimeout(stalled);
+    started = false;
     if (hls) {
       hls.destroy();
       hls = null;
@@ -92,7 +97,18 @@
     });
   }
 
+  // A short stall is the player's own business; a long one (the encoder dropped and the stream
+  // waits for it to come back) is said.
+  video.addEventListener('waiting', () => {
+    if (!started) {
+      return;
+    }
+    clearTimeout(stalled);
+    stalled = setTimeout(() => show('waiting', 'Waiting for the stream to continue…', 'Paused'), STALL_MS);
+  });
   video.addEventListener('playing', () => {
+    started = true;
+    clearTimeout(stalled);
     show('live', '');
     overlay.hidden = true;
   });
