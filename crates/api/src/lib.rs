@@ -17,6 +17,7 @@ mod delivery;
 pub mod envelope;
 mod health;
 mod metrics;
+mod notifications;
 mod requests;
 mod serve;
 mod viewers;
