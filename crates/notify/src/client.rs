@@ -76,8 +76,6 @@ pub(crate) enum SendError {
     Http(#[from] hyper::Error),
     #[error("the request cannot be made: {0}")]
     Request(#[from] hyper::http::Error),
-    #[error("the receiver closed the connection without an answer")]
-    Closed,
 }
 
 /// Sends webhooks.
@@ -160,13 +158,15 @@ where
 {
     let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
     let mut connection = std::pin::pin!(connection);
+    let mut answer = std::pin::pin!(sender.send_request(request));
     tokio::select! {
-        answer = sender.send_request(request) => Ok(answer?.status()),
-        ended = &mut connection => match ended {
-            Err(e) => Err(e.into()),
-            Ok(()) => Err(SendError::Closed),
-        },
+        biased;
+        answer = &mut answer => return Ok(answer?.status()),
+        ended = &mut connection => ended?,
     }
+    // The receiver answered and closed in one go: the answer was handed over as the connection
+    // ended. Without one, this is the error saying so.
+    Ok(answer.await?.status())
 }
 
 #[cfg(test)]
