@@ -209,7 +209,12 @@ fn assert_exactly(hooks: &[Hook], expected: &[(&str, &str, &str)]) {
         .collect();
     ids.sort();
     ids.dedup();
-    assert_eq!(ids.len(), hooks.len(), "each event delivered once: {:#?}", summary(hooks));
+    assert_eq!(
+        ids.len(),
+        hooks.len(),
+        "each event delivered once: {:#?}",
+        summary(hooks)
+    );
     let mut got = summary(hooks);
     got.sort();
     let mut want: Vec<(String, String, String)> = expected
@@ -266,7 +271,9 @@ fn every_event_reaches_the_receiver_once_and_signed() {
     let e = server.create_stream(json!({"input": {"type": "rtmp"}}));
     let e_id = e["id"].as_str().unwrap();
     server.activate(e_id);
-    server.delete(&format!("/live_streams/{e_id}")).assert_ok_message();
+    server
+        .delete(&format!("/live_streams/{e_id}"))
+        .assert_ok_message();
 
     let (ok, err) = wait_child(&mut ffmpeg, LIMIT);
     assert!(ok, "ffmpeg failed: {err}");
@@ -321,7 +328,10 @@ fn every_event_reaches_the_receiver_once_and_signed() {
 
     // What each event says.
     let body = idle.json();
-    assert_eq!(body["data"], json!({"stream_id": a_id, "name": "Show A", "reason": "publisher_left"}));
+    assert_eq!(
+        body["data"],
+        json!({"stream_id": a_id, "name": "Show A", "reason": "publisher_left"})
+    );
     assert!(body["id"].as_str().unwrap().len() == 32 && body["created_at"].as_i64().unwrap() > 0);
     let failed = failed.json();
     assert_eq!(failed["data"]["output_id"], relay_id.as_str());
@@ -338,7 +348,10 @@ fn every_event_reaches_the_receiver_once_and_signed() {
         ("uri", "uri"),
         ("duration", "duration_sec"),
     ] {
-        assert_eq!(ready["data"][field], archive[listed_as], "{field}: {ready} vs {archive}");
+        assert_eq!(
+            ready["data"][field], archive[listed_as],
+            "{field}: {ready} vs {archive}"
+        );
     }
 
     for d in &listed {
@@ -347,7 +360,10 @@ fn every_event_reaches_the_receiver_once_and_signed() {
         assert!(d.get("last_error").is_none(), "{d}");
     }
     let created: Vec<i64> = listed.iter().map(|d| d["created_at"].as_i64().unwrap()).collect();
-    assert!(created.windows(2).all(|w| w[0] >= w[1]), "newest first: {created:?}");
+    assert!(
+        created.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {created:?}"
+    );
 }
 
 #[test]
@@ -393,7 +409,11 @@ fn a_receiver_that_is_down_gets_the_events_once_back_even_across_a_restart() {
     ];
     wait_until("the four events", LIMIT, POLL, || {
         let hooks = receiver.hooks();
-        if hooks.len() >= expected.len() { Ok(()) } else { Err(summary(&hooks)) }
+        if hooks.len() >= expected.len() {
+            Ok(())
+        } else {
+            Err(summary(&hooks))
+        }
     });
     let listed = wait_until("the four deliveries recorded as delivered", LIMIT, POLL, || {
         let listed = server.get("/notifications").data().clone();
@@ -414,7 +434,10 @@ fn a_receiver_that_is_down_gets_the_events_once_back_even_across_a_restart() {
         assert!(d["attempts"].as_u64().unwrap() > 1, "retried: {d}");
         assert!(d["delivered_at"].as_i64().is_some(), "delivered: {d}");
         assert!(
-            d["last_error"].as_str().unwrap().contains(&format!("127.0.0.1:{port}")),
+            d["last_error"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("127.0.0.1:{port}")),
             "the last failure says where: {d}"
         );
     }

@@ -419,10 +419,16 @@ async fn notifications_list_the_outbox_newest_first_under_both_bases() {
             body: "{}".into(),
             created_at: at,
         };
-        store.insert_deliveries(event, vec!["http://r/".into()]).await.unwrap();
+        store
+            .insert_deliveries(event, vec!["http://r/".into()])
+            .await
+            .unwrap();
     }
     let first = store.next_delivery("http://r/").await.unwrap().unwrap();
-    store.delivery_attempted(first.seq, 30, Attempt::Delivered).await.unwrap();
+    store
+        .delivery_attempted(first.seq, 30, Attempt::Delivered)
+        .await
+        .unwrap();
     let registry = Registry::new(store, Arc::new(NoOutputs)).unwrap();
     let app = router(registry, config(), sources(Arc::new(NoHls)));
     for base in ["/v2/video/local", "/v2/local/video"] {
@@ -441,8 +447,17 @@ async fn notifications_list_the_outbox_newest_first_under_both_bases() {
     let (_, body) = call(&app, "GET", "/v2/video/local/notifications?limit=1", "").await;
     assert_eq!(body["data"].as_array().unwrap().len(), 1);
     for bad in ["0", "1001", "x"] {
-        let (status, body) = call(&app, "GET", &format!("/v2/video/local/notifications?limit={bad}"), "").await;
+        let (status, body) = call(
+            &app,
+            "GET",
+            &format!("/v2/video/local/notifications?limit={bad}"),
+            "",
+        )
+        .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-        assert!(body["error"]["message"].as_str().unwrap().starts_with("limit"), "{body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().starts_with("limit"),
+            "{body}"
+        );
     }
 }

@@ -15,7 +15,10 @@ use crate::model::IdleReason;
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
     /// `live_stream.active`: a session started (a publish, or activation by hand).
-    StreamActive { stream_id: StreamId, name: Option<String> },
+    StreamActive {
+        stream_id: StreamId,
+        name: Option<String>,
+    },
     /// `live_stream.idle`: the session ended, and why.
     StreamIdle {
         stream_id: StreamId,

@@ -30,12 +30,12 @@ pub struct Target {
 impl Target {
     /// Accepts `http://` and `https://` URLs that name a host; the message says what is wrong.
     pub fn parse(url: &str) -> Result<Target, String> {
+        let lower = url.to_ascii_lowercase();
+        if !lower.starts_with("http://") && !lower.starts_with("https://") {
+            return Err("use an http:// or https:// URL".into());
+        }
         let uri: Uri = url.parse().map_err(|e| format!("not a URL ({e})"))?;
-        let tls = match uri.scheme_str() {
-            Some("http") => false,
-            Some("https") => true,
-            _ => return Err("use an http:// or https:// URL".into()),
-        };
+        let tls = uri.scheme() == Some(&hyper::http::uri::Scheme::HTTPS);
         let authority = uri.authority().ok_or("the URL names no host")?;
         if authority.as_str().contains('@') {
             return Err("credentials in the URL are not supported".into());
@@ -180,9 +180,18 @@ mod tests {
         assert_eq!((t.host.as_str(), t.port), ("hooks.example.com", 443));
         assert_eq!(t.path_and_query, "/oxcast?x=1");
         let t = Target::parse("http://[::1]:8081").unwrap();
-        assert_eq!((t.host.as_str(), t.port, t.authority.as_str()), ("::1", 8081, "[::1]:8081"));
+        assert_eq!(
+            (t.host.as_str(), t.port, t.authority.as_str()),
+            ("::1", 8081, "[::1]:8081")
+        );
         assert_eq!(t.path_and_query, "/");
-        for bad in ["ftp://x/", "hooks.example.com/x", "http://", "http://u:p@x/", "not a url"] {
+        for bad in [
+            "ftp://x/",
+            "hooks.example.com/x",
+            "http://",
+            "http://u:p@x/",
+            "not a url",
+        ] {
             assert!(Target::parse(bad).is_err(), "{bad}");
         }
     }

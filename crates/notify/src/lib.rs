@@ -20,11 +20,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use oxcast_core::Store;
 use oxcast_core::clock::now_ms;
 use oxcast_core::ids::random_hex128;
 use oxcast_core::notify::Notice;
 use oxcast_core::store::{Attempt, Delivery, NewDelivery};
-use oxcast_core::Store;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -102,11 +102,7 @@ impl Webhooks {
         }
         senders.close();
         let stop_recording = CancellationToken::new();
-        let recorder = Recorder {
-            config,
-            store,
-            wakes,
-        };
+        let recorder = Recorder { config, store, wakes };
         let recorder = tokio::spawn(recorder.run(events, stop_recording.clone()));
         Ok(Webhooks {
             stop_recording,
@@ -260,9 +256,21 @@ impl Sender {
             Err(e) => self.failed(&delivery, at, e.to_string()),
         };
         match &attempt {
-            Attempt::Delivered => tracing::debug!(url = %self.target.url, event = delivery.event, id = delivery.event_id, "webhook delivered"),
-            Attempt::Failed { error, retry_at: Some(_) } => tracing::info!(url = %self.target.url, event = delivery.event, id = delivery.event_id, "webhook not delivered, will retry: {error}"),
-            Attempt::Failed { error, retry_at: None } => tracing::warn!(url = %self.target.url, event = delivery.event, id = delivery.event_id, "{error}"),
+            Attempt::Delivered => {
+                tracing::debug!(url = %self.target.url, event = delivery.event, id = delivery.event_id, "webhook delivered")
+            }
+            Attempt::Failed {
+                error,
+                retry_at: Some(_),
+            } => {
+                tracing::info!(url = %self.target.url, event = delivery.event, id = delivery.event_id, "webhook not delivered, will retry: {error}")
+            }
+            Attempt::Failed {
+                error,
+                retry_at: None,
+            } => {
+                tracing::warn!(url = %self.target.url, event = delivery.event, id = delivery.event_id, "{error}")
+            }
         }
         if let Err(e) = self.store.delivery_attempted(delivery.seq, at, attempt).await {
             tracing::warn!(url = %self.target.url, "cannot record a webhook attempt: {e}");
@@ -271,21 +279,30 @@ impl Sender {
         }
     }
 
-    /// The next attempt after this failure, or none once 24 hours have passed since the event.
     fn failed(&self, delivery: &Delivery, at: i64, error: String) -> Attempt {
-        let attempts = delivery.attempts.saturating_add(1);
-        let pause = retry_pause(attempts, self.config.max_retry_interval);
-        let retry_at = at.saturating_add(pause.as_millis() as i64);
-        if retry_at > delivery.created_at.saturating_add(GIVE_UP_AFTER.as_millis() as i64) {
-            return Attempt::Failed {
-                error: format!("given up after {attempts} attempts over 24 hours; the last: {error}"),
-                retry_at: None,
-            };
-        }
-        Attempt::Failed {
-            error,
-            retry_at: Some(retry_at),
-        }
+        after_failure(delivery, at, error, self.config.max_retry_interval)
+    }
+}
+
+/// The next attempt after a failed one made at `at`, or none (given up) when it would come more
+/// than 24 hours after the event.
+fn after_failure(delivery: &Delivery, at: i64, error: String, max_pause: Duration) -> Attempt {
+    let attempts = delivery.attempts.saturating_add(1);
+    let pause = retry_pause(attempts, max_pause);
+    let retry_at = at.saturating_add(pause.as_millis() as i64);
+    if retry_at
+        > delivery
+            .created_at
+            .saturating_add(GIVE_UP_AFTER.as_millis() as i64)
+    {
+        return Attempt::Failed {
+            error: format!("given up after {attempts} attempts over 24 hours; the last: {error}"),
+            retry_at: None,
+        };
+    }
+    Attempt::Failed {
+        error,
+        retry_at: Some(retry_at),
     }
 }
 
@@ -314,5 +331,37 @@ mod tests {
         assert_eq!(pauses, [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 600, 600]);
         assert_eq!(retry_pause(u32::MAX, max), max);
         assert_eq!(retry_pause(5, Duration::from_secs(3)), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn deliveries_are_given_up_24_hours_after_their_event() {
+        let hour = 3_600_000;
+        let delivery = Delivery {
+            seq: 1,
+            event_id: "e".into(),
+            event: "live_stream.active".into(),
+            url: "http://r/".into(),
+            body: "{}".into(),
+            created_at: 0,
+            attempts: 20,
+            next_attempt_at: Some(0),
+            delivered_at: None,
+            last_error: None,
+        };
+        let max = Duration::from_secs(600);
+        assert_eq!(
+            after_failure(&delivery, 23 * hour, "refused".into(), max),
+            Attempt::Failed {
+                error: "refused".into(),
+                retry_at: Some(23 * hour + 600_000)
+            }
+        );
+        assert_eq!(
+            after_failure(&delivery, 24 * hour - 1000, "refused".into(), max),
+            Attempt::Failed {
+                error: "given up after 21 attempts over 24 hours; the last: refused".into(),
+                retry_at: None
+            }
+        );
     }
 }

@@ -216,7 +216,10 @@ async fn run(mut settings: Settings, ready_file: Option<&Path>) -> anyhow::Resul
                     cloud_name: settings.cloud_name.clone(),
                 },
             };
-            Some(oxcast_notify::Webhooks::start(config, store.clone(), events).context("webhooks: TLS setup")?)
+            Some(
+                oxcast_notify::Webhooks::start(config, store.clone(), events)
+                    .context("webhooks: TLS setup")?,
+            )
         }
         _ => None,
     };

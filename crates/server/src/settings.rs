@@ -404,10 +404,7 @@ fn notifications(raw: RawNotifications) -> Result<Option<Notifications>, Setting
     .filter(|u| !u.is_empty())
     .map(str::to_owned)
     .collect();
-    let max_retry_interval = seconds(
-        "notifications.max_retry_interval_sec",
-        raw.max_retry_interval_sec,
-    )?;
+    let max_retry_interval = seconds("notifications.max_retry_interval_sec", raw.max_retry_interval_sec)?;
     if urls.is_empty() {
         return Ok(None);
     }
@@ -772,19 +769,31 @@ mod tests {
         let s = Settings::load_from(None, env(&[])).unwrap();
         assert!(s.notifications.is_none(), "no webhooks by default");
         let urls = |s: &Settings| -> Vec<String> {
-            s.notifications.as_ref().unwrap().targets.iter().map(|t| t.url.clone()).collect()
+            s.notifications
+                .as_ref()
+                .unwrap()
+                .targets
+                .iter()
+                .map(|t| t.url.clone())
+                .collect()
         };
         let s = Settings::load_from(
             None,
             env(&[
-                ("OXCAST__NOTIFICATIONS__URL", "http://a/x, https://b:8443/y http://a/x"),
+                (
+                    "OXCAST__NOTIFICATIONS__URL",
+                    "http://a/x, https://b:8443/y http://a/x",
+                ),
                 ("OXCAST__NOTIFICATIONS__SECRET", "whsec"),
             ]),
         )
         .unwrap();
         assert_eq!(urls(&s), ["http://a/x", "https://b:8443/y"]);
         let n = s.notifications.as_ref().unwrap();
-        assert_eq!((n.secret.as_str(), n.max_retry_interval), ("whsec", Duration::from_secs(600)));
+        assert_eq!(
+            (n.secret.as_str(), n.max_retry_interval),
+            ("whsec", Duration::from_secs(600))
+        );
         let f = file("[notifications]\nurl = [\"http://a/1\", \"http://a/2\"]\nsecret = \"s\"\n");
         let s = Settings::load_from(Some(f.path()), env(&[])).unwrap();
         assert_eq!(urls(&s), ["http://a/1", "http://a/2"]);
@@ -801,12 +810,19 @@ mod tests {
                 "notifications.url \"ftp://a/\": use an http:// or https:// URL",
             ),
             (
+                &[
+                    ("OXCAST__NOTIFICATIONS__URL", "127.0.0.1:9000/hook"),
+                    ("OXCAST__NOTIFICATIONS__SECRET", "s"),
+                ][..],
+                "notifications.url \"127.0.0.1:9000/hook\": use an http:// or https:// URL",
+            ),
+            (
                 &[("OXCAST__NOTIFICATIONS__MAX_RETRY_INTERVAL_SEC", "0")][..],
                 "notifications.max_retry_interval_sec 0",
             ),
         ] {
             let e = Settings::load_from(None, env(vars)).unwrap_err().to_string();
-            assert!(e.contains(wanted), "{vars:?}: {e}");
+            assert!(e.contains(wanted) && !e.contains("  "), "{vars:?}: {e}");
         }
     }
 

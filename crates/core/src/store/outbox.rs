@@ -198,10 +198,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let urls = vec!["http://a/".to_owned(), "http://b/".to_owned()];
-        store.insert_deliveries(event("e1", 10), urls.clone()).await.unwrap();
-        store.insert_deliveries(event("e2", 20), urls.clone()).await.unwrap();
+        store
+            .insert_deliveries(event("e1", 10), urls.clone())
+            .await
+            .unwrap();
+        store
+            .insert_deliveries(event("e2", 20), urls.clone())
+            .await
+            .unwrap();
         // Recorded twice: still one row per receiver.
-        store.insert_deliveries(event("e1", 10), urls.clone()).await.unwrap();
+        store
+            .insert_deliveries(event("e1", 10), urls.clone())
+            .await
+            .unwrap();
         assert_eq!(store.deliveries(100).await.unwrap().len(), 4);
 
         let first = store.next_delivery("http://a/").await.unwrap().unwrap();
@@ -214,11 +223,17 @@ mod tests {
         // e2 is now due first at a; b is untouched.
         let next = store.next_delivery("http://a/").await.unwrap().unwrap();
         assert_eq!(next.event_id, "e2");
-        store.delivery_attempted(next.seq, 21, Attempt::Delivered).await.unwrap();
+        store
+            .delivery_attempted(next.seq, 21, Attempt::Delivered)
+            .await
+            .unwrap();
         let again = store.next_delivery("http://a/").await.unwrap().unwrap();
         assert_eq!((again.event_id.as_str(), again.attempts), ("e1", 1));
         assert_eq!(again.last_error.as_deref(), Some("connection refused"));
-        store.delivery_attempted(again.seq, 1000, Attempt::Delivered).await.unwrap();
+        store
+            .delivery_attempted(again.seq, 1000, Attempt::Delivered)
+            .await
+            .unwrap();
         assert_eq!(store.next_delivery("http://a/").await.unwrap(), None);
         assert_eq!(
             store.next_delivery("http://b/").await.unwrap().unwrap().event_id,
