@@ -371,7 +371,10 @@ fn a_receiver_that_is_down_gets_the_events_once_back_even_across_a_restart() {
     // The receiver's port, closed until it comes back.
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}/hooks/oxcast");
-    let options = webhook_env(&url, &[("OXCAST__NOTIFICATIONS__MAX_RETRY_INTERVAL_SEC", "2")]);
+    // A second receiver, up throughout: the one that is down must not hold it up.
+    let up = Receiver::start();
+    let urls = format!("{url}, {}", up.url());
+    let options = webhook_env(&urls, &[("OXCAST__NOTIFICATIONS__MAX_RETRY_INTERVAL_SEC", "2")]);
     let mut server = Server::start_with(options);
     let down_since = Instant::now();
 
@@ -397,16 +400,25 @@ fn a_receiver_that_is_down_gets_the_events_once_back_even_across_a_restart() {
     let status = server.signal_and_wait("TERM");
     assert!(status.success(), "{status}");
     let server = server.restart();
-
-    // Down for 30 s in all, then back on the same port.
-    std::thread::sleep(Duration::from_secs(30).saturating_sub(down_since.elapsed()));
-    let receiver = Receiver::start_on(port, Arc::default());
     let expected = [
         ("live_stream.active", a_id.as_str(), ""),
         ("live_stream.idle", a_id.as_str(), "manual"),
         ("live_stream.active", b_id.as_str(), ""),
         ("live_stream.idle", b_id.as_str(), "shutdown"),
     ];
+    // The receiver that is up has every event while the other is still down (it starts below).
+    wait_until("the four events at the receiver that is up", LIMIT, POLL, || {
+        let hooks = up.hooks();
+        if hooks.len() >= expected.len() {
+            Ok(())
+        } else {
+            Err(summary(&hooks))
+        }
+    });
+
+    // Down for 30 s in all, then back on the same port.
+    std::thread::sleep(Duration::from_secs(30).saturating_sub(down_since.elapsed()));
+    let receiver = Receiver::start_on(port, Arc::default());
     wait_until("the four events", LIMIT, POLL, || {
         let hooks = receiver.hooks();
         if hooks.len() >= expected.len() {
@@ -417,9 +429,15 @@ fn a_receiver_that_is_down_gets_the_events_once_back_even_across_a_restart() {
     });
     let listed = wait_until("the four deliveries recorded as delivered", LIMIT, POLL, || {
         let listed = server.get("/notifications").data().clone();
-        let rows = listed.as_array().unwrap();
+        let rows: Vec<Value> = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["url"] == url.as_str())
+            .cloned()
+            .collect();
         if rows.len() == expected.len() && rows.iter().all(|d| d.get("delivered_at").is_some()) {
-            Ok(rows.clone())
+            Ok(rows)
         } else {
             Err(listed)
         }
@@ -429,6 +447,17 @@ fn a_receiver_that_is_down_gets_the_events_once_back_even_across_a_restart() {
     let status = server.signal_and_wait("TERM");
     assert!(status.success(), "{status}");
     assert_exactly(&receiver.hooks(), &expected);
+    assert_exactly(&up.hooks(), &expected);
+    let ids = |hooks: Vec<Hook>| {
+        let mut ids: Vec<Value> = hooks.iter().map(|h| h.json()["id"].clone()).collect();
+        ids.sort_by_key(|id| id.to_string());
+        ids
+    };
+    assert_eq!(
+        ids(receiver.hooks()),
+        ids(up.hooks()),
+        "one id per event, the same for each receiver"
+    );
 
     for d in &listed {
         assert!(d["attempts"].as_u64().unwrap() > 1, "retried: {d}");
