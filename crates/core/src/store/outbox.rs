@@ -193,6 +193,39 @@ mod tests {
         }
     }
 
+    /// A database made before the outbox existed gains it, and keeps what it held.
+    #[tokio::test]
+    async fn an_existing_database_gains_the_outbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = super::super::schema::MIGRATIONS
+            .iter()
+            .position(|m| m.contains("CREATE TABLE webhook_deliveries"))
+            .unwrap();
+        {
+            let mut db = rusqlite::Connection::open(dir.path().join(Store::DB_FILE)).unwrap();
+            let tx = db.transaction().unwrap();
+            for sql in &super::super::schema::MIGRATIONS[..outbox] {
+                tx.execute_batch(sql).unwrap();
+            }
+            tx.pragma_update(None, "user_version", outbox as i64).unwrap();
+            tx.execute(
+                "INSERT INTO live_streams (id, stream_key, idle_timeout_sec, max_runtime_sec,
+                                           created_at, updated_at)
+                 VALUES ('0bd7f11c043da975e2a8ad9ebae0b6ec', 'k', 120, 10800, 1, 1)",
+                [],
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.list_streams().await.unwrap().len(), 1);
+        store
+            .insert_deliveries(event("e1", 10), vec!["http://a/".into()])
+            .await
+            .unwrap();
+        assert_eq!(store.deliveries(10).await.unwrap().len(), 1);
+    }
+
     #[tokio::test]
     async fn deliveries_are_due_in_order_and_finish_once() {
         let dir = tempfile::tempdir().unwrap();
