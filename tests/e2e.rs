@@ -39,6 +39,8 @@ mod ingest;
 mod lifecycle;
 #[path = "e2e/logs.rs"]
 mod logs;
+#[path = "e2e/notifications.rs"]
+mod notifications;
 #[path = "e2e/operations.rs"]
 mod operations;
 #[path = "e2e/rtmp_limits.rs"]

@@ -45,7 +45,8 @@ pub(crate) fn routes(state: AppState) -> Router {
             .route(
                 &format!("{base}/live_streams/{{id}}/archives"),
                 get(list_archives),
-            );
+            )
+            .route(&format!("{base}/notifications"), get(crate::notifications::list));
     }
     // Layers run outside-in: credentials first, then the cloud name.
     router

@@ -18,6 +18,7 @@ mod delivery;
 pub mod envelope;
 mod health;
 mod metrics;
+mod notifications;
 mod pages;
 mod requests;
 mod serve;

@@ -406,3 +406,58 @@ async fn a_download_under_way_finishes_after_its_recording_is_deleted() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test]
+async fn notifications_list_the_outbox_newest_first_under_both_bases() {
+    use oxcast_core::store::{Attempt, NewDelivery};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for (id, at) in [("e1", 10), ("e2", 20)] {
+        let event = NewDelivery {
+            event_id: id.into(),
+            event: "live_stream.active".into(),
+            body: "{}".into(),
+            created_at: at,
+        };
+        store
+            .insert_deliveries(event, vec!["http://r/".into()])
+            .await
+            .unwrap();
+    }
+    let first = store.next_delivery("http://r/").await.unwrap().unwrap();
+    store
+        .delivery_attempted(first.seq, 30, Attempt::Delivered)
+        .await
+        .unwrap();
+    let registry = Registry::new(store, Arc::new(NoOutputs)).unwrap();
+    let app = router(registry, config(), sources(Arc::new(NoHls)));
+    for base in ["/v2/video/local", "/v2/local/video"] {
+        let (status, body) = call(&app, "GET", &format!("{base}/notifications"), "").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            body["data"],
+            serde_json::json!([
+                {"id": "e2", "event": "live_stream.active", "url": "http://r/", "created_at": 20,
+                 "attempts": 0, "next_attempt_at": 20},
+                {"id": "e1", "event": "live_stream.active", "url": "http://r/", "created_at": 10,
+                 "attempts": 1, "delivered_at": 30},
+            ])
+        );
+    }
+    let (_, body) = call(&app, "GET", "/v2/video/local/notifications?limit=1", "").await;
+    assert_eq!(body["data"].as_array().unwrap().len(), 1);
+    for bad in ["0", "1001", "x"] {
+        let (status, body) = call(
+            &app,
+            "GET",
+            &format!("/v2/video/local/notifications?limit={bad}"),
+            "",
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().starts_with("limit"),
+            "{body}"
+        );
+    }
+}

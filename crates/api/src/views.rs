@@ -325,8 +325,5 @@ impl<'a> ArchiveView<'a> {
 
 /// Where players find one recording of `public_id`.
 pub(crate) fn asset_url(config: &ApiConfig, public_id: &str, version: i64) -> String {
-    format!(
-        "{}/{}/video/upload/v{version}/{public_id}.mp4",
-        config.public_http_url, config.cloud_name
-    )
+    oxcast_core::model::archive_uri(&config.public_http_url, &config.cloud_name, public_id, version)
 }

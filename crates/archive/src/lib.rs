@@ -40,7 +40,7 @@ use std::time::Duration;
 use oxcast_core::clock::now_ms;
 use oxcast_core::durable;
 use oxcast_core::sync::lock;
-use oxcast_core::{Archive, RecordingSource, RecordingStats, Store, StreamId, Subscriber};
+use oxcast_core::{Archive, Event, Notifier, RecordingSource, RecordingStats, Store, StreamId, Subscriber};
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
@@ -82,6 +82,7 @@ impl ArchiveConfig {
 pub struct Archives {
     config: Arc<ArchiveConfig>,
     store: Store,
+    notifier: Notifier,
     recorders: TaskTracker,
     /// Each recording stream's recording in progress.
     boards: Arc<Mutex<HashMap<StreamId, Arc<RecordingBoard>>>>,
@@ -93,9 +94,15 @@ impl Archives {
         Ok(Self {
             config: Arc::new(config),
             store,
+            notifier: Notifier::default(),
             recorders: TaskTracker::new(),
             boards: Arc::default(),
         })
+    }
+
+    /// Tells `notifier` of every recording listed (`archive.ready`), recovered ones included.
+    pub fn with_notifier(self, notifier: Notifier) -> Self {
+        Self { notifier, ..self }
     }
 
     /// Starts recording a stream that went active; `subscriber` is its bus, subscribed already.
@@ -103,6 +110,7 @@ impl Archives {
         let recorder = recorder::Recorder {
             config: Arc::clone(&self.config),
             store: self.store.clone(),
+            notifier: self.notifier.clone(),
             stream_id: stream_id.clone(),
             public_id,
             finalizers: self.recorders.clone(),
@@ -147,7 +155,7 @@ impl Archives {
             tracing::info!(stream_id = %unfinished.stream_id, path = %part.display(), "finalizing a recording left unfinished");
             // In its stream's span, as when the stream's own recorder finalizes.
             let span = tracing::info_span!("stream", stream_id = %unfinished.stream_id);
-            finalize(&self.config, &self.store, unfinished)
+            finalize(&self.config, &self.store, &self.notifier, unfinished)
                 .instrument(span)
                 .await;
         }
@@ -351,7 +359,12 @@ impl FinalizeError {
 /// goes. A recording with no whole fragment (the stream sent nothing) leaves no asset. Without
 /// room for the asset (its size again, plus `min_free_bytes`), or on an error, the recording is
 /// kept as it is and finalized at the next start.
-pub(crate) async fn finalize(config: &ArchiveConfig, store: &Store, unfinished: Unfinished) {
+pub(crate) async fn finalize(
+    config: &ArchiveConfig,
+    store: &Store,
+    notifier: &Notifier,
+    unfinished: Unfinished,
+) {
     let started = std::time::Instant::now();
     let job = (config.clone(), unfinished.clone());
     let done = tokio::task::spawn_blocking(move || {
@@ -389,9 +402,17 @@ pub(crate) async fn finalize(config: &ArchiveConfig, store: &Store, unfinished: 
         bytes: summary.bytes as i64,
         created_at: unfinished.started_ms,
     };
+    let (duration_ms, bytes) = (archive.duration_ms, archive.bytes);
     match store.insert_archive(archive).await {
         Ok(version) => {
             metrics::histogram!("oxcast_archive_finalize_seconds").record(started.elapsed());
+            notifier.notify(Event::ArchiveReady {
+                stream_id: unfinished.stream_id.clone(),
+                public_id: unfinished.public_id.clone(),
+                version,
+                duration_ms,
+                bytes,
+            });
             tracing::info!(public_id = %unfinished.public_id, version,
                 duration_ms = summary.duration_ms, video_frames = summary.video_frames,
                 audio_frames = summary.audio_frames, "recording finalized");
@@ -763,7 +784,7 @@ mod tests {
         durable::create_dirs(taken.parent().unwrap()).unwrap();
         std::fs::write(&taken, "an older recording").unwrap();
 
-        finalize(&fixture.config, &fixture.store, first).await;
+        finalize(&fixture.config, &fixture.store, &Notifier::default(), first).await;
         fixture.archives.recover().await;
         assert!(fixture.parts().is_empty());
         assert_eq!(std::fs::read(&taken).unwrap(), b"an older recording");

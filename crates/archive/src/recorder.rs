@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use oxcast_core::clock::now_ms;
-use oxcast_core::{BusEvent, RecordingStats, Store, StreamId, Subscriber};
+use oxcast_core::{BusEvent, Notifier, RecordingStats, Store, StreamId, Subscriber};
 use oxcast_media::{Frame, MediaEvent, Rebaser, Track};
 use tokio::time::{Duration, Instant};
 use tokio_util::task::TaskTracker;
@@ -35,6 +35,8 @@ const STILL_SENDING: Duration = Duration::from_secs(1);
 pub(crate) struct Recorder {
     pub(crate) config: Arc<ArchiveConfig>,
     pub(crate) store: Store,
+    /// Told when a recording is listed (`archive.ready`).
+    pub(crate) notifier: Notifier,
     pub(crate) stream_id: StreamId,
     pub(crate) public_id: String,
     /// Finalizing runs beside the recorder, which may go on with a new file.
@@ -462,9 +464,10 @@ async fn close(recorder: &Recorder, open: Option<Open>) {
             "frames in another codec configuration than the recording's were left out of it");
     }
     let (config, store) = (Arc::clone(&recorder.config), recorder.store.clone());
+    let notifier = recorder.notifier.clone();
     recorder
         .finalizers
-        .spawn(async move { finalize(&config, &store, unfinished).await }.in_current_span());
+        .spawn(async move { finalize(&config, &store, &notifier, unfinished).await }.in_current_span());
 }
 
 /// One fragment, header and payloads, in one vectored write, then flushed to the disk so a crash

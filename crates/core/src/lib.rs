@@ -16,6 +16,7 @@ pub mod durable;
 pub mod ids;
 pub mod live;
 pub mod model;
+pub mod notify;
 pub mod registry;
 pub mod relay;
 pub mod rules;
@@ -31,6 +32,7 @@ pub use model::{
     Archive, IdleReason, LiveStream, NewOutput, NewStream, Output, OutputKind, OutputPatch, SimulcastTarget,
     Status, StreamPatch,
 };
+pub use notify::{Event, Notifier};
 pub use registry::{OutputRunner, PublishRefused, Publisher, Registry, RegistryError, RegistryLimits};
 pub use relay::{RelayState, RelayStatus, RelayStatusSource};
 pub use store::{Store, StoreError};

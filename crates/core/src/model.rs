@@ -13,6 +13,11 @@ pub fn ingest_uri(public_rtmp_url: &str) -> String {
     format!("{public_rtmp_url}/{INGEST_APP}")
 }
 
+/// A recording's address: `{public_http_url}/{cloud_name}/video/upload/v{version}/{public_id}.mp4`.
+pub fn archive_uri(public_http_url: &str, cloud_name: &str, public_id: &str, version: i64) -> String {
+    format!("{public_http_url}/{cloud_name}/video/upload/v{version}/{public_id}.mp4")
+}
+
 /// Whether a stream is live.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
@@ -37,8 +42,10 @@ impl Status {
 pub enum IdleReason {
     /// `POST …/idle`.
     Requested,
-    /// No input for `idle_timeout_sec`.
+    /// No input for `idle_timeout_sec` since activation: nobody published.
     IdleTimeout,
+    /// No input for `idle_timeout_sec` since the publisher left.
+    PublisherLeft,
     /// `max_runtime_sec` passed since activation.
     MaxRuntime,
     /// The stream was deleted while active.
@@ -47,11 +54,26 @@ pub enum IdleReason {
     Shutdown,
 }
 
+impl IdleReason {
+    /// The `reason` of a `live_stream.idle` webhook.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdleReason::Requested => "manual",
+            IdleReason::IdleTimeout => "idle_timeout",
+            IdleReason::PublisherLeft => "publisher_left",
+            IdleReason::MaxRuntime => "max_runtime",
+            IdleReason::Deleted => "deleted",
+            IdleReason::Shutdown => "shutdown",
+        }
+    }
+}
+
 impl fmt::Display for IdleReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             IdleReason::Requested => "idle requested",
             IdleReason::IdleTimeout => "idle timeout",
+            IdleReason::PublisherLeft => "idle timeout after the publisher left",
             IdleReason::MaxRuntime => "max runtime reached",
             IdleReason::Deleted => "stream deleted",
             IdleReason::Shutdown => "server shutting down",

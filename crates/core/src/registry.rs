@@ -29,6 +29,7 @@ use self::session::Session;
 use crate::bus::{BusLimits, StreamBus};
 use crate::ids::StreamId;
 use crate::model::{IdleReason, LiveStream, Status};
+use crate::notify::Notifier;
 use crate::rules::FieldError;
 use crate::store::{Store, StoreError};
 // What the tests (`use super::*`) use besides the above.
@@ -109,6 +110,8 @@ pub struct Registry {
     store: Store,
     runner: Arc<dyn OutputRunner>,
     limits: RegistryLimits,
+    /// Where lifecycle events go (webhooks).
+    notifier: Notifier,
     keys: KeyIndex,
     sessions: Mutex<HashMap<StreamId, Session>>,
     next_id: AtomicU64,
@@ -129,11 +132,22 @@ impl Registry {
         runner: Arc<dyn OutputRunner>,
         limits: RegistryLimits,
     ) -> Result<Arc<Registry>, StoreError> {
+        Self::with_notifier(store, runner, limits, Notifier::default())
+    }
+
+    /// A registry that also tells `notifier` when a stream goes active or idle.
+    pub fn with_notifier(
+        store: Store,
+        runner: Arc<dyn OutputRunner>,
+        limits: RegistryLimits,
+        notifier: Notifier,
+    ) -> Result<Arc<Registry>, StoreError> {
         let keys = KeyIndex::new(store.load_stream_keys()?);
         Ok(Arc::new_cyclic(|this| Registry {
             store,
             runner,
             limits,
+            notifier,
             keys,
             sessions: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),

@@ -4,6 +4,7 @@
 //! the change survives a killed process or a power cut. Calls run on tokio's blocking pool so an
 //! fsync never stalls the async workers that carry media.
 
+mod outbox;
 mod schema;
 
 use std::fs::{File, OpenOptions};
@@ -15,6 +16,8 @@ use rusqlite::{Connection, Row, params};
 use crate::ids::{OutputId, StreamId, StreamKey};
 use crate::model::{Archive, LiveStream, Output, OutputKind, SimulcastTarget, Status};
 use crate::sync;
+
+pub use self::outbox::{Attempt, Delivery, NewDelivery};
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]

@@ -19,7 +19,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use oxcast_api::ApiConfig;
 use oxcast_archive::{ArchiveConfig, Archives};
-use oxcast_core::{Registry, Store};
+use oxcast_core::{Notifier, Registry, Store};
 use oxcast_hls::HlsOutputs;
 use oxcast_ingest::IngestConfig;
 use tokio_util::sync::CancellationToken;
@@ -55,6 +55,10 @@ const HLS_END_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long relays may take at shutdown to tell their destinations the stream ended (a destination
 /// that takes nothing meanwhile sees the connection drop instead).
 const UNPUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long webhooks due at shutdown (the streams' `shutdown` idle events) may take to be sent;
+/// the rest are sent after the next start.
+const WEBHOOKS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long in-flight requests may take to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -136,6 +140,15 @@ async fn run(mut settings: Settings, ready_file: Option<&Path>) -> anyhow::Resul
         false => None,
     };
     let store = Store::open(&settings.storage_dir)?;
+    // Events queue up from here (a recovered recording is one) until the outbox starts, once the
+    // public URL is known.
+    let (notifier, events) = match settings.notifications {
+        Some(_) => {
+            let (notifier, events) = Notifier::channel();
+            (notifier, Some(events))
+        }
+        None => (Notifier::default(), None),
+    };
     let (credentials, origin) = credentials::resolve(settings.credentials.clone(), &settings.storage_dir)?;
     let hls_dir = settings.storage_dir.join("hls");
     let hls = Arc::new(
@@ -153,17 +166,22 @@ async fn run(mut settings: Settings, ready_file: Option<&Path>) -> anyhow::Resul
             },
             store.clone(),
         )
-        .context("cannot prepare the archive directory")?,
+        .context("cannot prepare the archive directory")?
+        .with_notifier(notifier.clone()),
     );
     // Before any stream can go live: what a killed process was recording becomes an asset.
     archives.recover().await;
-    let relays = Arc::new(oxcast_simulcast::Relays::new(&settings.simulcast).map_err(anyhow::Error::msg)?);
+    let relays = Arc::new(
+        oxcast_simulcast::Relays::new(&settings.simulcast)
+            .map_err(anyhow::Error::msg)?
+            .with_notifier(notifier.clone()),
+    );
     let outputs = outputs::Outputs {
         hls: Arc::clone(&hls),
         archives: Arc::clone(&archives),
         relays: Arc::clone(&relays),
     };
-    let registry = Registry::with_limits(store.clone(), Arc::new(outputs), settings.limits)?;
+    let registry = Registry::with_notifier(store.clone(), Arc::new(outputs), settings.limits, notifier)?;
 
     let http = tokio::net::TcpListener::bind(settings.http_listen)
         .await
@@ -186,6 +204,24 @@ async fn run(mut settings: Settings, ready_file: Option<&Path>) -> anyhow::Resul
         public_rtmp_url: settings.public_rtmp_url.clone(),
         public_http_url: settings.public_http_url.clone(),
         credentials: credentials.clone(),
+    };
+    let webhooks = match (settings.notifications.clone(), events) {
+        (Some(n), Some(events)) => {
+            let config = oxcast_notify::WebhookConfig {
+                targets: n.targets,
+                secret: n.secret,
+                max_retry_interval: n.max_retry_interval,
+                links: oxcast_notify::Links {
+                    public_http_url: settings.public_http_url.clone(),
+                    cloud_name: settings.cloud_name.clone(),
+                },
+            };
+            Some(
+                oxcast_notify::Webhooks::start(config, store.clone(), events)
+                    .context("webhooks: TLS setup")?,
+            )
+        }
+        _ => None,
     };
     print_banner(&settings, &credentials, &origin, bound);
     if let Some(path) = ready_file {
@@ -251,6 +287,10 @@ async fn run(mut settings: Settings, ready_file: Option<&Path>) -> anyhow::Resul
         archives.wait(FINALIZE_TIMEOUT),
         relays.wait(UNPUBLISH_TIMEOUT)
     );
+    // Nothing makes events any more: the last ones are recorded, and sent if the receivers answer.
+    if let Some(webhooks) = webhooks {
+        webhooks.close(WEBHOOKS_TIMEOUT).await;
+    }
     background.close();
     background.wait().await;
     store.close()?;

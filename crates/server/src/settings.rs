@@ -50,6 +50,16 @@ pub(crate) struct Settings {
     pub(crate) metrics_enabled: bool,
     /// When set, `/metrics` wants `Authorization: Bearer <token>`.
     pub(crate) metrics_token: Option<String>,
+    /// `None`: no webhooks.
+    pub(crate) notifications: Option<Notifications>,
+}
+
+/// Webhook receivers and how to sign and retry (`notifications.*`).
+#[derive(Clone, Debug)]
+pub(crate) struct Notifications {
+    pub(crate) targets: Vec<oxcast_notify::Target>,
+    pub(crate) secret: String,
+    pub(crate) max_retry_interval: Duration,
 }
 
 /// A setting that cannot be used; the message names the key.
@@ -82,12 +92,29 @@ struct Raw {
     storage: RawStorage,
     log: RawLog,
     metrics: RawMetrics,
+    notifications: RawNotifications,
 }
 
 #[derive(Deserialize)]
 struct RawMetrics {
     enabled: bool,
     token: String,
+}
+
+#[derive(Deserialize)]
+struct RawNotifications {
+    url: RawUrls,
+    secret: String,
+    max_retry_interval_sec: u64,
+}
+
+/// A TOML array of URLs, or one string holding them separated by commas or spaces (as an
+/// environment variable can).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawUrls {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Deserialize)]
@@ -349,6 +376,7 @@ impl Settings {
                 }
                 token => Some(token.to_owned()),
             },
+            notifications: notifications(raw.notifications)?,
         })
     }
 }
@@ -364,6 +392,43 @@ fn retention(days: f64) -> Result<Option<Duration>, SettingsError> {
         )));
     }
     Ok((days > 0.0).then(|| Duration::from_secs_f64(days * 86_400.0)))
+}
+
+fn notifications(raw: RawNotifications) -> Result<Option<Notifications>, SettingsError> {
+    let urls: Vec<String> = match raw.url {
+        RawUrls::One(s) => vec![s],
+        RawUrls::Many(v) => v,
+    }
+    .iter()
+    .flat_map(|s| s.split(|c: char| c == ',' || c.is_whitespace()))
+    .filter(|u| !u.is_empty())
+    .map(str::to_owned)
+    .collect();
+    let max_retry_interval = seconds("notifications.max_retry_interval_sec", raw.max_retry_interval_sec)?;
+    if urls.is_empty() {
+        return Ok(None);
+    }
+    let mut targets: Vec<oxcast_notify::Target> = Vec::new();
+    for url in urls {
+        let target = oxcast_notify::Target::parse(&url)
+            .map_err(|why| SettingsError(format!("notifications.url {url:?}: {why}")))?;
+        if !targets.contains(&target) {
+            targets.push(target);
+        }
+    }
+    let secret = raw.secret.trim();
+    if secret.is_empty() {
+        return Err(SettingsError(
+            "notifications.url is set but notifications.secret is empty: set a secret, which signs \
+             every webhook (receivers cannot trust unsigned ones)"
+                .into(),
+        ));
+    }
+    Ok(Some(Notifications {
+        targets,
+        secret: secret.to_owned(),
+        max_retry_interval,
+    }))
 }
 
 /// Bounds of archive.max_fragment_bytes: below 64 KiB a fragment's headers weigh; above 1 GiB a
@@ -697,6 +762,68 @@ mod tests {
         }
         let e = Settings::load_from(Some(Path::new("/nonexistent/oxcast.toml")), env(&[])).unwrap_err();
         assert_eq!(e.to_string(), "config file /nonexistent/oxcast.toml: not found");
+    }
+
+    #[test]
+    fn notifications() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert!(s.notifications.is_none(), "no webhooks by default");
+        let urls = |s: &Settings| -> Vec<String> {
+            s.notifications
+                .as_ref()
+                .unwrap()
+                .targets
+                .iter()
+                .map(|t| t.url.clone())
+                .collect()
+        };
+        let s = Settings::load_from(
+            None,
+            env(&[
+                (
+                    "OXCAST__NOTIFICATIONS__URL",
+                    "http://a/x, https://b:8443/y http://a/x",
+                ),
+                ("OXCAST__NOTIFICATIONS__SECRET", "whsec"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(urls(&s), ["http://a/x", "https://b:8443/y"]);
+        let n = s.notifications.as_ref().unwrap();
+        assert_eq!(
+            (n.secret.as_str(), n.max_retry_interval),
+            ("whsec", Duration::from_secs(600))
+        );
+        let f = file("[notifications]\nurl = [\"http://a/1\", \"http://a/2\"]\nsecret = \"s\"\n");
+        let s = Settings::load_from(Some(f.path()), env(&[])).unwrap();
+        assert_eq!(urls(&s), ["http://a/1", "http://a/2"]);
+        for (vars, wanted) in [
+            (
+                &[("OXCAST__NOTIFICATIONS__URL", "http://a/")][..],
+                "notifications.url is set but notifications.secret is empty",
+            ),
+            (
+                &[
+                    ("OXCAST__NOTIFICATIONS__URL", "ftp://a/"),
+                    ("OXCAST__NOTIFICATIONS__SECRET", "s"),
+                ][..],
+                "notifications.url \"ftp://a/\": use an http:// or https:// URL",
+            ),
+            (
+                &[
+                    ("OXCAST__NOTIFICATIONS__URL", "127.0.0.1:9000/hook"),
+                    ("OXCAST__NOTIFICATIONS__SECRET", "s"),
+                ][..],
+                "notifications.url \"127.0.0.1:9000/hook\": use an http:// or https:// URL",
+            ),
+            (
+                &[("OXCAST__NOTIFICATIONS__MAX_RETRY_INTERVAL_SEC", "0")][..],
+                "notifications.max_retry_interval_sec 0",
+            ),
+        ] {
+            let e = Settings::load_from(None, env(vars)).unwrap_err().to_string();
+            assert!(e.contains(wanted) && !e.contains("  "), "{vars:?}: {e}");
+        }
     }
 
     #[test]

@@ -20,7 +20,9 @@ use std::time::Duration;
 
 use oxcast_core::rules::RtmpUrl;
 use oxcast_core::sync::lock;
-use oxcast_core::{LiveStream, OutputId, OutputKind, RelayStatus, RelayStatusSource, StreamBus, StreamId};
+use oxcast_core::{
+    LiveStream, Notifier, OutputId, OutputKind, RelayStatus, RelayStatusSource, StreamBus, StreamId,
+};
 use thiserror::Error;
 use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
@@ -57,6 +59,8 @@ pub enum SetupError {
 pub struct Relays {
     tls: Arc<rustls::ClientConfig>,
     allow_private: bool,
+    /// Told when a relay fails and when it recovers.
+    notifier: Notifier,
     running: Mutex<HashMap<OutputId, Running>>,
     /// Every relay task, including those of streams that ended and are still unpublishing.
     tasks: TaskTracker,
@@ -103,9 +107,16 @@ impl Relays {
         Ok(Self {
             tls: Arc::new(tls),
             allow_private: config.allow_private_destinations,
+            notifier: Notifier::default(),
             running: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
         })
+    }
+
+    /// Tells `notifier` when a relay fails (`simulcast.failed`) and when it is live again after
+    /// failing (`simulcast.recovered`).
+    pub fn with_notifier(self, notifier: Notifier) -> Self {
+        Self { notifier, ..self }
     }
 
     /// Makes the stream's running relays match its simulcast outputs: starts the new ones (on the
@@ -148,6 +159,7 @@ impl Relays {
                 tls: Arc::clone(&self.tls),
                 allow_private: self.allow_private,
                 metrics: relay::RelayMetrics::new(&stream.id, id),
+                health: relay::Health::new(self.notifier.clone(), stream.id.clone(), id.clone()),
             };
             self.tasks.spawn(
                 relay::run(relay, Arc::clone(bus)).instrument(tracing::info_span!("relay", output_id = %id)),

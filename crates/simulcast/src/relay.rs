@@ -3,6 +3,7 @@
 
 use std::io::IoSlice;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,7 +12,9 @@ use oxcast_core::clock::now_ms;
 use oxcast_core::live::RateWindow;
 use oxcast_core::rules::RtmpUrl;
 use oxcast_core::sync::lock;
-use oxcast_core::{BusEvent, OutputId, RelayState, RelayStatus, StreamBus, StreamId, Subscriber};
+use oxcast_core::{
+    BusEvent, Event, Notifier, OutputId, RelayState, RelayStatus, StreamBus, StreamId, Subscriber,
+};
 use oxcast_media::{MediaEvent, Rebaser, Track, flv};
 use oxcast_rtmp::amf0::Value;
 use oxcast_rtmp::{ClientConfig, ClientSession, Payload, SessionError};
@@ -44,6 +47,7 @@ pub(crate) struct Relay {
     /// May connect to non-public addresses.
     pub(crate) allow_private: bool,
     pub(crate) metrics: RelayMetrics,
+    pub(crate) health: Health,
 }
 
 /// What `/metrics` shows of one relay.
@@ -106,6 +110,47 @@ impl BitrateOut {
                 .per_second()
                 .map_or(0.0, |b| (b * 8.0 / 100.0).round() / 10.0),
         )
+    }
+}
+
+/// Whether the relay is in a failure streak, for the webhooks: `simulcast.failed` at a streak's
+/// first failure, `simulcast.recovered` when it is live again.
+pub(crate) struct Health {
+    notifier: Notifier,
+    stream_id: StreamId,
+    output_id: OutputId,
+    failing: AtomicBool,
+}
+
+impl Health {
+    pub(crate) fn new(notifier: Notifier, stream_id: StreamId, output_id: OutputId) -> Self {
+        Self {
+            notifier,
+            stream_id,
+            output_id,
+            failing: AtomicBool::new(false),
+        }
+    }
+
+    fn failed(&self, destination: &RtmpUrl, error: &RelayError) {
+        if !self.failing.swap(true, Ordering::Relaxed) {
+            self.notifier.notify(Event::SimulcastFailed {
+                stream_id: self.stream_id.clone(),
+                output_id: self.output_id.clone(),
+                destination: destination.tc_url().to_owned(),
+                last_error: error.to_string(),
+            });
+        }
+    }
+
+    fn live(&self, destination: &RtmpUrl) {
+        if self.failing.swap(false, Ordering::Relaxed) {
+            self.notifier.notify(Event::SimulcastRecovered {
+                stream_id: self.stream_id.clone(),
+                output_id: self.output_id.clone(),
+                destination: destination.tc_url().to_owned(),
+            });
+        }
     }
 }
 
@@ -216,6 +261,7 @@ pub(crate) async fn run(relay: Relay, bus: Arc<StreamBus>) {
         let pause = jittered(retry);
         retry = (retry * 2).min(LAST_RETRY);
         tracing::warn!(destination = relay.destination.tc_url(), retry_in = ?pause, "simulcast failed: {error}");
+        relay.health.failed(&relay.destination, &error);
         relay.update(|s| {
             s.state = RelayState::Retrying;
             s.last_error = Some(error.to_string());
@@ -286,6 +332,7 @@ async fn publish(relay: &Relay, mut subscriber: Subscriber) -> Outcome {
     }
     let connected_at = now_ms();
     tracing::info!(destination = destination.tc_url(), "simulcast live");
+    relay.health.live(destination);
     relay.update(|s| {
         s.state = RelayState::Live;
         s.last_error = None;

@@ -16,6 +16,7 @@ use crate::clock::now_ms;
 use crate::ids::StreamId;
 use crate::live::{InputBoard, LiveInput, PublisherInfo};
 use crate::model::{IdleReason, LiveStream, Status};
+use crate::notify::Event;
 use crate::store::StoreError;
 
 /// The right to publish to a stream, held by one ingest connection.
@@ -146,6 +147,7 @@ impl Registry {
         };
         let bus = match sessions.get_mut(&id) {
             Some(session) => {
+                session.had_publisher = true;
                 if let Some(old) = session.publisher.replace(slot.clone()) {
                     old.stop.cancel();
                     tracing::info!(stream_id = %id, "new publisher took over the stream");
@@ -241,7 +243,9 @@ impl Registry {
             generation,
             activated_at: now,
             input_lost_at: now,
+            had_publisher: publisher.is_some(),
             publisher,
+            name: stream.name.clone(),
             idle_timeout: Duration::from_secs(stream.idle_timeout_sec.into()),
             max_runtime: Duration::from_secs(stream.max_runtime_sec.into()),
             deadline_tx: watch::Sender::new(session::Deadline {
@@ -261,6 +265,10 @@ impl Registry {
         let mut active = stream.clone();
         active.status = Status::Active;
         self.runner.stream_active(&active, &bus);
+        self.notifier.notify(Event::StreamActive {
+            stream_id: stream.id.clone(),
+            name: stream.name.clone(),
+        });
         tracing::info!(stream_id = %stream.id, by_publish, "live stream active");
         Ok(bus)
     }
@@ -280,13 +288,20 @@ impl Registry {
             }
             tracing::warn!(stream_id = %id, "recording idle state failed: {e}");
         }
+        let mut name = None;
         if let Some(session) = sessions.remove(id) {
             session.bus.end();
             if let Some(publisher) = session.publisher {
                 publisher.stop.cancel();
             }
+            name = session.name;
         }
         self.runner.stream_idle(id, reason);
+        self.notifier.notify(Event::StreamIdle {
+            stream_id: id.clone(),
+            name,
+            reason,
+        });
         tracing::info!(stream_id = %id, %reason, "live stream idle");
         Ok(())
     }

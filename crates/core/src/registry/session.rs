@@ -39,6 +39,10 @@ pub(super) struct Session {
     /// Since when no publisher is connected: activation, or the last publisher's end.
     pub(super) input_lost_at: Instant,
     pub(super) publisher: Option<PublisherSlot>,
+    /// Whether any publisher has fed this session: its idle timeout then means the publisher left.
+    pub(super) had_publisher: bool,
+    /// The stream's name, for the webhook that tells the session ended.
+    pub(super) name: Option<String>,
     pub(super) idle_timeout: Duration,
     pub(super) max_runtime: Duration,
     /// Wakes the session's deadline watcher; dropping it ends the watcher.
@@ -57,7 +61,11 @@ impl Session {
             None => {
                 let idle = Deadline {
                     at: self.input_lost_at + self.idle_timeout,
-                    reason: IdleReason::IdleTimeout,
+                    reason: if self.had_publisher {
+                        IdleReason::PublisherLeft
+                    } else {
+                        IdleReason::IdleTimeout
+                    },
                 };
                 if idle.at < max_runtime.at {
                     idle

@@ -90,6 +90,7 @@ impl Registry {
         stream.updated_at = now_ms().max(stream.created_at);
         self.store.update_stream(&stream).await?;
         if let Some(session) = sessions.get_mut(id) {
+            session.name.clone_from(&stream.name);
             session.idle_timeout = Duration::from_secs(stream.idle_timeout_sec.into());
             session.max_runtime = Duration::from_secs(stream.max_runtime_sec.into());
             session.reschedule();

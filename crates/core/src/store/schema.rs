@@ -50,4 +50,22 @@ pub(super) const MIGRATIONS: &[&str] = &[
         path TEXT PRIMARY KEY
     ) STRICT;
     CREATE INDEX archives_by_version ON archives(version);",
+    // 4: the webhook outbox, a row per event and receiver URL, written before anything is sent.
+    // `next_attempt_at` is NULL once the row is finished: delivered, or given up.
+    "CREATE TABLE webhook_deliveries (
+        seq             INTEGER PRIMARY KEY,
+        event_id        TEXT NOT NULL,
+        event           TEXT NOT NULL,
+        url             TEXT NOT NULL,
+        body            TEXT NOT NULL,
+        created_at      INTEGER NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER,
+        delivered_at    INTEGER,
+        last_error      TEXT,
+        UNIQUE (event_id, url)
+    ) STRICT;
+    CREATE INDEX webhook_deliveries_due ON webhook_deliveries(url, next_attempt_at)
+        WHERE next_attempt_at IS NOT NULL;
+    CREATE INDEX webhook_deliveries_by_time ON webhook_deliveries(created_at);",
 ];
