@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use bytes::Bytes;
 use oxcast_core::HlsStats;
-use oxcast_core::clock::now_ms;
+use oxcast_core::clock::{now_ms, utc_rfc3339_millis};
 
 /// One finished segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -248,7 +248,7 @@ impl Playlist {
             let _ = write!(
                 text,
                 "#EXT-X-PROGRAM-DATE-TIME:{}\n#EXTINF:{}.{:03},\n{}{}.ts\n",
-                iso8601(listed.started_at),
+                utc_rfc3339_millis(listed.started_at),
                 listed.duration_ms / 1000,
                 listed.duration_ms % 1000,
                 self.prefix,
@@ -262,27 +262,6 @@ impl Playlist {
     }
 }
 
-/// `YYYY-MM-DDTHH:MM:SS.mmmZ` (RFC 3339), from days since the epoch by the civil-calendar algorithm.
-fn iso8601(millis: i64) -> String {
-    let (days, ms_of_day) = (millis.div_euclid(86_400_000), millis.rem_euclid(86_400_000));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        ms_of_day / 3_600_000,
-        ms_of_day / 60_000 % 60,
-        ms_of_day / 1000 % 60,
-        ms_of_day % 1000
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,13 +273,6 @@ mod tests {
             started_at: 1_764_320_000_123,
             data: Bytes::from_static(b"ts"),
         }
-    }
-
-    #[test]
-    fn dates_are_rfc3339() {
-        assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(iso8601(1_764_320_000_123), "2025-11-28T08:53:20.123Z");
-        assert_eq!(iso8601(951_782_400_000), "2000-02-29T00:00:00.000Z");
     }
 
     #[test]
