@@ -9,9 +9,9 @@
 // exits 0 when every check passed, 1 otherwise (2 on bad usage or when the browser cannot start).
 // Screenshots: SCREENSHOT_DIR/dashboard-1280x800.png (light) and dashboard-390x844.png (dark).
 
-import { createInterface } from 'node:readline';
 import { join } from 'node:path';
-import { launch, watchdog as startWatchdog } from './chromium.mjs';
+import { launch } from './chromium.mjs';
+import { steps } from './steps.mjs';
 
 const [base, key, secret, destination, destinationKey, shots] = process.argv.slice(2);
 if (!shots) {
@@ -26,25 +26,7 @@ const NAME = 'Studio A';
 const RENAMED = 'Studio A — main stage';
 
 const result = { failure: null, failures: [], steps: [], errors: [], challenges: [], screenshots: [] };
-const watchdog = startWatchdog('dashboard.mjs', BUDGET, result);
-const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
-
-function step(name, details = {}) {
-  const entry = { step: name, ...details };
-  result.steps.push(entry);
-  console.log(JSON.stringify(entry));
-}
-
-async function goAhead(name) {
-  const line = await lines.next();
-  if (line.done || line.value.trim() !== 'go') {
-    throw new Error(`the test did not say go after ${name}`);
-  }
-}
-
-function fail(message) {
-  result.failures.push(message);
-}
+const { step, fail, goAhead, finish } = steps('dashboard.mjs', BUDGET, result);
 
 /// Polls `probe` (in Node) until it returns a truthy value or `seconds` pass; returns the last value.
 async function until(seconds, probe) {
@@ -60,8 +42,8 @@ async function until(seconds, probe) {
 }
 
 const browser = await launch(result);
-let code = 1;
 let signedIn = false;
+let stopped;
 try {
   const context = await browser.newContext({
     viewport: { width: 1280, height: 800 },
@@ -255,12 +237,6 @@ try {
   }
   result.browser = browser.version();
 } catch (e) {
-  fail(`dashboard.mjs failed: ${e && e.stack ? e.stack : e}`);
-} finally {
-  await browser.close().catch(() => {});
-  clearTimeout(watchdog);
+  stopped = e;
 }
-result.failure = result.failures.length ? result.failures.join('; ') : null;
-code = result.failure === null ? 0 : 1;
-console.log(JSON.stringify(result));
-process.exit(code);
+await finish(browser, stopped);

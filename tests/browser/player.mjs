@@ -10,9 +10,9 @@
 // report line {"failure": null | "...", ...}; exits 0 when every check passed, 1 otherwise (2 when the
 // browser cannot start).
 
-import { createInterface } from 'node:readline';
 import { join } from 'node:path';
-import { launch, watchdog as startWatchdog } from './chromium.mjs';
+import { launch } from './chromium.mjs';
+import { steps } from './steps.mjs';
 
 const [playerUri, shots] = process.argv.slice(2);
 if (!shots) {
@@ -26,18 +26,7 @@ const WANT_PLAYBACK = 2;
 const EMBEDDER = 'https://embed.test';
 
 const result = { failure: null, failures: [], steps: [], errors: [] };
-const watchdog = startWatchdog('player.mjs', BUDGET, result);
-const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
-
-function step(name, details = {}) {
-  const entry = { step: name, ...details };
-  result.steps.push(entry);
-  console.log(JSON.stringify(entry));
-}
-
-function fail(message) {
-  result.failures.push(message);
-}
+const { step, fail, goAhead, finish } = steps('player.mjs', BUDGET, result);
 
 function watch(page, where) {
   page.on('pageerror', (e) => result.errors.push({ where, details: 'uncaught exception', error: String(e) }));
@@ -93,7 +82,7 @@ async function playback(frame, seconds) {
 }
 
 const browser = await launch(result);
-let code = 1;
+let stopped;
 try {
   const context = await browser.newContext({ viewport: { width: 960, height: 540 }, permissions: ['local-network-access'] });
 
@@ -114,10 +103,7 @@ try {
   }
   await page.screenshot({ path: join(shots, 'player-offline.png') });
   step('offline', { state: before.state, message: before.message });
-  const line = await lines.next();
-  if (line.done || line.value.trim() !== 'go') {
-    throw new Error('the test did not say go');
-  }
+  await goAhead('offline');
 
   // The publish started: the same page plays, without a reload.
   const published = Date.now();
@@ -153,10 +139,7 @@ try {
   }
   await host.screenshot({ path: join(shots, 'player-embedded.png') });
   step('embedded', { advanced: embedded.advanced, frame_url: frame.url(), video: embedded.last });
-  const again = await lines.next();
-  if (again.done || again.value.trim() !== 'go') {
-    throw new Error('the test did not say go after embedded');
-  }
+  await goAhead('embedded');
 
   // The stream went idle: the page says so again, by itself.
   await page.locator('#state', { hasText: 'Offline' }).waitFor({ state: 'visible', timeout: 40000 });
@@ -167,12 +150,6 @@ try {
   }
   result.browser = browser.version();
 } catch (e) {
-  fail(`player.mjs failed: ${e && e.stack ? e.stack : e}`);
-} finally {
-  await browser.close().catch(() => {});
-  clearTimeout(watchdog);
+  stopped = e;
 }
-result.failure = result.failures.length ? result.failures.join('; ') : null;
-code = result.failure === null ? 0 : 1;
-console.log(JSON.stringify(result));
-process.exit(code);
+await finish(browser, stopped);
