@@ -1,11 +1,16 @@
-//! The durable store: SQLite in WAL mode at `<storage.dir>/oxcast.db`.
+//! The durable store: SQLite in WAL mode at `<storage.dir>/oxcast.db` (the default), or
+//! PostgreSQL (`store.url`, see [`postgres`]). Callers see one API whichever holds the state.
 //!
-//! Every write is its own committed transaction with `synchronous=FULL`, so once a method returns
-//! the change survives a killed process or a power cut. Calls run on tokio's blocking pool so an
-//! fsync never stalls the async workers that carry media.
+//! Every write is its own committed transaction (SQLite with `synchronous=FULL`, PostgreSQL with
+//! `synchronous_commit=on`), so once a method returns the change survives a killed process or a
+//! power cut. SQLite calls run on tokio's blocking pool so an fsync never stalls the async
+//! workers that carry media.
 
 mod outbox;
+mod postgres;
 mod schema;
+#[cfg(test)]
+mod tests;
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -31,11 +36,48 @@ pub enum StoreError {
     #[error("database schema version {found} is newer than this Oxcast understands ({known})")]
     NewerSchema { found: i64, known: usize },
     #[error("database: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
+    #[error("invalid PostgreSQL URL: {0}")]
+    Url(String),
+    #[error("cannot connect to PostgreSQL: {0}")]
+    Connect(tokio_postgres::Error),
+    #[error("database: {0}")]
+    Postgres(tokio_postgres::Error),
+    /// A row with the same unique key is there already.
+    #[error("database: already taken: {0}")]
+    Conflict(String),
     #[error("database holds an invalid row: {0}")]
     Corrupt(String),
     #[error("the store is closed")]
     Closed,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ffi::{SQLITE_CONSTRAINT_PRIMARYKEY, SQLITE_CONSTRAINT_UNIQUE};
+        match e.sqlite_error() {
+            Some(f)
+                if matches!(
+                    f.extended_code,
+                    SQLITE_CONSTRAINT_UNIQUE | SQLITE_CONSTRAINT_PRIMARYKEY
+                ) =>
+            {
+                StoreError::Conflict(e.to_string())
+            }
+            _ => StoreError::Sqlite(e),
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        match e.as_db_error() {
+            Some(db) if *db.code() == tokio_postgres::error::SqlState::UNIQUE_VIOLATION => {
+                StoreError::Conflict(db.message().to_owned())
+            }
+            _ => StoreError::Postgres(e),
+        }
+    }
 }
 
 /// A handle to the database; cheap to clone.
@@ -45,7 +87,9 @@ pub struct Store {
 }
 
 struct Inner {
+    /// SQLite's connection; `None` once closed, or always when the state is in PostgreSQL.
     db: Mutex<Option<Connection>>,
+    pg: Option<postgres::Postgres>,
     dir: PathBuf,
     // Held for the store's lifetime: an advisory lock that keeps a second server off this directory.
     _lock: File,
@@ -58,6 +102,45 @@ impl Store {
     /// Opens (creating if needed) the store in `dir`, migrates the schema, and marks every stream
     /// idle: no session survives a restart.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let lock = Self::lock_dir(dir)?;
+        let path = dir.join(Self::DB_FILE);
+        let open_err = |source| StoreError::Open {
+            path: path.clone(),
+            source,
+        };
+        let mut db = Connection::open(&path).map_err(open_err)?;
+        db.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
+        db.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
+        db.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
+        migrate(&mut db)?;
+        db.execute("UPDATE live_streams SET status = 'idle', activated_at = NULL", [])?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db: Mutex::new(Some(db)),
+                pg: None,
+                dir: dir.to_owned(),
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// Opens the store on the PostgreSQL database at `url` (`postgres://…`), with recordings in
+    /// `dir`: connects, migrates the schema, and marks every stream idle. Blocking.
+    pub fn open_postgres(url: &str, dir: &Path) -> Result<Store, StoreError> {
+        let lock = Self::lock_dir(dir)?;
+        let pg = postgres::Postgres::connect(url)?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db: Mutex::new(None),
+                pg: Some(pg),
+                dir: dir.to_owned(),
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// Creates `dir` and takes its advisory lock, held for the store's lifetime.
+    fn lock_dir(dir: &Path) -> Result<File, StoreError> {
         let dir_err = |source| StoreError::Dir {
             path: dir.to_owned(),
             source,
@@ -74,24 +157,7 @@ impl Store {
             Err(std::fs::TryLockError::WouldBlock) => return Err(StoreError::InUse(dir.to_owned())),
             Err(std::fs::TryLockError::Error(e)) => return Err(dir_err(e)),
         }
-        let path = dir.join(Self::DB_FILE);
-        let open_err = |source| StoreError::Open {
-            path: path.clone(),
-            source,
-        };
-        let mut db = Connection::open(&path).map_err(open_err)?;
-        db.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
-        db.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
-        db.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
-        migrate(&mut db)?;
-        db.execute("UPDATE live_streams SET status = 'idle', activated_at = NULL", [])?;
-        Ok(Store {
-            inner: Arc::new(Inner {
-                db: Mutex::new(Some(db)),
-                dir: dir.to_owned(),
-                _lock: lock,
-            }),
-        })
+        Ok(lock)
     }
 
     /// Runs `f` on the connection, on the blocking pool.
@@ -117,12 +183,19 @@ impl Store {
 
     /// Succeeds while the database answers queries.
     pub async fn check(&self) -> Result<(), StoreError> {
+        if let Some(pg) = &self.inner.pg {
+            return pg.check().await;
+        }
         self.with(|db| Ok(db.query_row("SELECT count(*) FROM live_streams", [], |_| Ok(()))?))
             .await
     }
 
     /// Closes the database (checkpointing the WAL). Later calls fail with [`StoreError::Closed`].
     pub fn close(&self) -> Result<(), StoreError> {
+        if let Some(pg) = &self.inner.pg {
+            pg.close();
+            return Ok(());
+        }
         match self.inner.lock().take() {
             Some(db) => db.close().map_err(|(_, e)| StoreError::Sqlite(e)),
             None => Ok(()),
@@ -131,6 +204,9 @@ impl Store {
 
     /// Stores a new stream with its outputs.
     pub async fn insert_stream(&self, stream: LiveStream) -> Result<(), StoreError> {
+        if let Some(pg) = &self.inner.pg {
+            return pg.insert_stream(stream).await;
+        }
         self.with(move |db| {
             let tx = db.transaction()?;
             tx.execute(
@@ -159,6 +235,9 @@ impl Store {
 
     /// Every stream, oldest first.
     pub async fn list_streams(&self) -> Result<Vec<LiveStream>, StoreError> {
+        if let Some(pg) = &self.inner.pg {
+            return pg.list_streams().await;
+        }
         self.with(|db| {
             let mut streams = Vec::new();
             let mut stmt = db.prepare_cached(&format!("{SELECT_STREAM} ORDER BY created_at, rowid"))?;
@@ -188,12 +267,18 @@ impl Store {
 
     /// One stream with its outputs.
     pub async fn get_stream(&self, id: &StreamId) -> Result<Option<LiveStream>, StoreError> {
+        if let Some(pg) = &self.inner.pg {
+            return pg.get_stream(id).await;
+        }
         let id = id.clone();
         self.with(move |db| get_stream(db, &id)).await
     }
 
     /// Every stream's id and key, for matching publishers' keys. Blocking: for start-up.
     pub fn load_stream_keys(&self) -> Result<Vec<(StreamId, StreamKey)>, StoreError> {
+        if let Some(pg) = &self.inner.pg {
+            return pg.load_stream_keys();
+        }
         let mut guard = self.inner.lock();
         let db = guard.as_mut().ok_or(StoreError::Closed)?;
         let mut stmt = db.prepare_cached("SELECT id, stream_key FROM live_streams")?;
@@ -208,6 +293,9 @@ impl Store {
 
     /// Writes a stream's changeable fields (name, timeouts, updated_at).
     pub async fn update_stream(&self, stream: &LiveStream) -> Result<(), StoreError> {
+        if let Some(pg) = &self.inner.pg {
+            return pg.update_stream(stream).await;
+        }
         let (id, name, idle, max, updated) = (
             stream.id.clone(),
             stream.name.clone(),
@@ -234,6 +322,9 @@ impl Store {
         status: Status,
         activated_at: Option<i64>,
     ) -> Result<(), StoreError> {
+        if let Some(pg) = &self.inner.pg {
+            return pg.set_status(id, status, activated_at).await;
+        }
         let id = id.clone();
         self.with(move |db| {
             db.execute(
@@ -247,6 +338,9 @@ impl Store {
 
     /// Deletes a stream and its outputs; false when there was none.
     pub async fn delete_stream(&self, id: &StreamId) -> Result<bool, StoreError> {
+        if let Some(pg) = &self.inner.pg {
+            return pg.delete_stream(id).await;
+        }
         let id = id.clone();
         self.with(move |db| Ok(db.execute("DELETE FROM live_streams WHERE id = ?1", [id.as_str()])? > 0))
             .await
@@ -254,12 +348,18 @@ impl Store {
 
     /// Adds an output to a stream.
     pub async fn insert_output(&self, stream_id: &StreamId, output: Output) -> Result<(), StoreError> {
+        if let Some(pg) = &self.inner.pg {
+            return pg.insert_output(stream_id, output).await;
+        }
         let stream_id = stream_id.clone();
         self.with(move |db| insert_output(db, &stream_id, &output)).await
     }
 
     /// Writes an output's changeable fields.
     pub async fn update_output(&self, output: Output) -> Result<(), StoreError> {
+        if let Some(pg) = &self.inner.pg {
+            return pg.update_output(output).await;
+        }
         self.with(move |db| {
             let cols = OutputColumns::of(&output.kind);
             db.execute(
@@ -283,6 +383,9 @@ impl Store {
 
     /// Deletes one output of a stream; false when there was none.
     pub async fn delete_output(&self, stream_id: &StreamId, id: &OutputId) -> Result<bool, StoreError> {
+        if let Some(pg) = &self.inner.pg {
+            return pg.delete_output(stream_id, id).await;
+        }
         let (stream_id, id) = (stream_id.clone(), id.clone());
         self.with(move |db| {
             Ok(db.execute(
@@ -299,6 +402,9 @@ impl Store {
     /// Records a finished recording. Its version is `archive.version`, or the next free one if a
     /// recording of the same public_id was finalized in the same second; returns the version used.
     pub async fn insert_archive(&self, archive: Archive) -> Result<i64, StoreError> {
+        if let Some(pg) = &self.inner.pg {
+            return pg.insert_archive(archive).await;
+        }
         self.with(move |db| {
             let tx = db.transaction()?;
             let taken: Option<i64> = tx.query_row(
@@ -328,6 +434,9 @@ impl Store {
 
     /// A stream's recordings, newest first.
     pub async fn stream_archives(&self, stream_id: &StreamId) -> Result<Vec<Archive>, StoreError> {
+        if let Some(pg) = &self.inner.pg {
+            return pg.stream_archives(stream_id).await;
+        }
         let stream_id = stream_id.clone();
         self.with(move |db| {
             let mut stmt = db.prepare_cached(&format!(
@@ -349,6 +458,9 @@ impl Store {
         public_id: &str,
         version: Option<i64>,
     ) -> Result<Option<Archive>, StoreError> {
+        if let Some(pg) = &self.inner.pg {
+            return pg.archive(public_id, version).await;
+        }
         let public_id = public_id.to_owned();
         self.with(move |db| {
             let mut stmt = db.prepare_cached(&format!(
@@ -375,6 +487,9 @@ impl Store {
     ) -> Result<Vec<Archive>, StoreError> {
         let (prefix, after) = (prefix.to_owned(), after.unwrap_or_default().to_owned());
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        if let Some(pg) = &self.inner.pg {
+            return pg.newest_archives(&prefix, &after, limit).await;
+        }
         self.with(move |db| {
             // With one max() in the query, SQLite takes the other columns from that row.
             let mut stmt = db.prepare_cached(
@@ -396,6 +511,9 @@ impl Store {
     /// Removes every recording of each of `public_ids` and returns them. Their files are listed
     /// for removal in the same transaction ([`Store::pending_deletions`]).
     pub async fn remove_archives(&self, public_ids: Vec<String>) -> Result<Vec<Archive>, StoreError> {
+        if let Some(pg) = &self.inner.pg {
+            return pg.remove_archives(public_ids).await;
+        }
         self.with(move |db| {
             let tx = db.transaction()?;
             let mut removed = Vec::new();
@@ -411,6 +529,9 @@ impl Store {
     /// Removes the recordings whose version (finalize time, Unix seconds) is below `version` and
     /// returns them, their files listed for removal as by [`Store::remove_archives`].
     pub async fn remove_archives_before(&self, version: i64) -> Result<Vec<Archive>, StoreError> {
+        if let Some(pg) = &self.inner.pg {
+            return pg.remove_archives_before(version).await;
+        }
         self.with(move |db| {
             let tx = db.transaction()?;
             let removed = remove_where(&tx, "version < ?1", version)?;
@@ -423,6 +544,9 @@ impl Store {
     /// Files of removed recordings (relative to the storage directory) still to be removed. A
     /// path a recording uses again is dropped from the list, not returned.
     pub async fn pending_deletions(&self) -> Result<Vec<String>, StoreError> {
+        if let Some(pg) = &self.inner.pg {
+            return pg.pending_deletions().await;
+        }
         self.with(|db| {
             db.execute(
                 "DELETE FROM archive_deletions WHERE path IN (SELECT path FROM archives)",
@@ -437,6 +561,9 @@ impl Store {
 
     /// Takes removed files off the list of pending deletions.
     pub async fn deletions_done(&self, paths: Vec<String>) -> Result<(), StoreError> {
+        if let Some(pg) = &self.inner.pg {
+            return pg.deletions_done(paths).await;
+        }
         self.with(move |db| {
             let tx = db.transaction()?;
             for path in &paths {

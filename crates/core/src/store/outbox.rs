@@ -45,7 +45,7 @@ pub enum Attempt {
     Failed { error: String, retry_at: Option<i64> },
 }
 
-const SELECT_DELIVERY: &str = "SELECT seq, event_id, event, url, body, created_at, attempts,
+pub(super) const SELECT_DELIVERY: &str = "SELECT seq, event_id, event, url, body, created_at, attempts,
                                       next_attempt_at, delivered_at, last_error
                                FROM webhook_deliveries";
 
@@ -68,6 +68,9 @@ impl Store {
     /// Records `event` for each of `urls`, due at once; all rows in one transaction. Recording
     /// an event twice (same id and url) keeps the first row.
     pub async fn insert_deliveries(&self, event: NewDelivery, urls: Vec<String>) -> Result<(), StoreError> {
+        if let Some(pg) = &self.inner.pg {
+            return pg.insert_deliveries(event, urls).await;
+        }
         self.with(move |db| {
             let tx = db.transaction()?;
             for url in &urls {
@@ -86,6 +89,9 @@ impl Store {
 
     /// The unfinished delivery to `url` that is due first (in recording order among equals).
     pub async fn next_delivery(&self, url: &str) -> Result<Option<Delivery>, StoreError> {
+        if let Some(pg) = &self.inner.pg {
+            return pg.next_delivery(url).await;
+        }
         let url = url.to_owned();
         self.with(move |db| {
             let mut stmt = db.prepare_cached(&format!(
@@ -100,6 +106,9 @@ impl Store {
 
     /// Records an attempt made at `at` (epoch ms) and how it went.
     pub async fn delivery_attempted(&self, seq: i64, at: i64, attempt: Attempt) -> Result<(), StoreError> {
+        if let Some(pg) = &self.inner.pg {
+            return pg.delivery_attempted(seq, at, attempt).await;
+        }
         self.with(move |db| {
             match attempt {
                 Attempt::Delivered => db.execute(
@@ -123,6 +132,9 @@ impl Store {
     /// Gives up the unfinished deliveries to any URL not in `urls` (receivers no longer
     /// configured), with `reason` as their last error; returns how many.
     pub async fn abandon_deliveries(&self, urls: Vec<String>, reason: String) -> Result<usize, StoreError> {
+        if let Some(pg) = &self.inner.pg {
+            return pg.abandon_deliveries(urls, reason).await;
+        }
         self.with(move |db| {
             let tx = db.transaction()?;
             let pending: Vec<String> = {
@@ -149,6 +161,9 @@ impl Store {
     /// The newest `limit` deliveries, newest first.
     pub async fn deliveries(&self, limit: usize) -> Result<Vec<Delivery>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        if let Some(pg) = &self.inner.pg {
+            return pg.deliveries(limit).await;
+        }
         self.with(move |db| {
             let mut stmt = db.prepare_cached(&format!(
                 "{SELECT_DELIVERY} ORDER BY created_at DESC, seq DESC LIMIT ?1"
@@ -163,6 +178,9 @@ impl Store {
     /// beyond the newest `keep`; returns how many went. Unfinished rows are never deleted.
     pub async fn prune_deliveries(&self, before: i64, keep: usize) -> Result<usize, StoreError> {
         let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        if let Some(pg) = &self.inner.pg {
+            return pg.prune_deliveries(before, keep).await;
+        }
         self.with(move |db| {
             let old = db.execute(
                 "DELETE FROM webhook_deliveries WHERE next_attempt_at IS NULL AND created_at < ?1",
@@ -183,15 +201,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn event(id: &str, at: i64) -> NewDelivery {
-        NewDelivery {
-            event_id: id.into(),
-            event: "live_stream.active".into(),
-            body: format!("{{\"id\":\"{id}\"}}"),
-            created_at: at,
-        }
-    }
+    use crate::store::tests::event;
 
     /// A database made before the outbox existed gains it, and keeps what it held.
     #[tokio::test]
@@ -224,76 +234,5 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(store.deliveries(10).await.unwrap().len(), 1);
-    }
-
-    #[tokio::test]
-    async fn deliveries_are_due_in_order_and_finish_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let urls = vec!["http://a/".to_owned(), "http://b/".to_owned()];
-        store
-            .insert_deliveries(event("e1", 10), urls.clone())
-            .await
-            .unwrap();
-        store
-            .insert_deliveries(event("e2", 20), urls.clone())
-            .await
-            .unwrap();
-        // Recorded twice: still one row per receiver.
-        store
-            .insert_deliveries(event("e1", 10), urls.clone())
-            .await
-            .unwrap();
-        assert_eq!(store.deliveries(100).await.unwrap().len(), 4);
-
-        let first = store.next_delivery("http://a/").await.unwrap().unwrap();
-        assert_eq!((first.event_id.as_str(), first.next_attempt_at), ("e1", Some(10)));
-        let failed = Attempt::Failed {
-            error: "connection refused".into(),
-            retry_at: Some(1000),
-        };
-        store.delivery_attempted(first.seq, 11, failed).await.unwrap();
-        // e2 is now due first at a; b is untouched.
-        let next = store.next_delivery("http://a/").await.unwrap().unwrap();
-        assert_eq!(next.event_id, "e2");
-        store
-            .delivery_attempted(next.seq, 21, Attempt::Delivered)
-            .await
-            .unwrap();
-        let again = store.next_delivery("http://a/").await.unwrap().unwrap();
-        assert_eq!((again.event_id.as_str(), again.attempts), ("e1", 1));
-        assert_eq!(again.last_error.as_deref(), Some("connection refused"));
-        store
-            .delivery_attempted(again.seq, 1000, Attempt::Delivered)
-            .await
-            .unwrap();
-        assert_eq!(store.next_delivery("http://a/").await.unwrap(), None);
-        assert_eq!(
-            store.next_delivery("http://b/").await.unwrap().unwrap().event_id,
-            "e1"
-        );
-
-        let listed = store.deliveries(100).await.unwrap();
-        let a_e1 = listed
-            .iter()
-            .find(|d| d.event_id == "e1" && d.url == "http://a/")
-            .unwrap();
-        assert_eq!((a_e1.attempts, a_e1.delivered_at), (2, Some(1000)));
-        assert_eq!(listed.first().unwrap().event_id, "e2", "newest first");
-
-        // A receiver no longer configured: its rows are given up, the others stay.
-        assert_eq!(
-            store
-                .abandon_deliveries(vec!["http://a/".into()], "gone".into())
-                .await
-                .unwrap(),
-            2
-        );
-        assert_eq!(store.next_delivery("http://b/").await.unwrap(), None);
-
-        // Pruning keeps what is recent, up to `keep` rows.
-        assert_eq!(store.prune_deliveries(15, 100).await.unwrap(), 2);
-        assert_eq!(store.prune_deliveries(0, 1).await.unwrap(), 1);
-        assert_eq!(store.deliveries(100).await.unwrap().len(), 1);
     }
 }
