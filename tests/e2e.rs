@@ -43,6 +43,8 @@ mod logs;
 mod notifications;
 #[path = "e2e/operations.rs"]
 mod operations;
+#[path = "e2e/postgres.rs"]
+mod postgres;
 #[path = "e2e/rtmp_limits.rs"]
 mod rtmp_limits;
 #[path = "e2e/simulcast.rs"]

@@ -7,6 +7,9 @@
 pub mod destination;
 #[path = "support/hls.rs"]
 pub mod hls;
+// One home for the test PostgreSQL server: the store's unit tests use it too.
+#[path = "../../crates/core/src/store/tests/postgres_server.rs"]
+pub mod postgres;
 #[path = "support/probe.rs"]
 pub mod probe;
 #[path = "support/publisher.rs"]

@@ -39,9 +39,12 @@ pub enum StoreError {
     Sqlite(rusqlite::Error),
     #[error("invalid PostgreSQL URL: {0}")]
     Url(String),
-    #[error("cannot connect to PostgreSQL: {0}")]
-    Connect(tokio_postgres::Error),
-    #[error("database: {0}")]
+    #[error("cannot connect to PostgreSQL at {at}: {}", causes(.error))]
+    Connect {
+        at: String,
+        error: tokio_postgres::Error,
+    },
+    #[error("database: {}", causes(.0))]
     Postgres(tokio_postgres::Error),
     /// A row with the same unique key is there already.
     #[error("database: already taken: {0}")]
@@ -50,6 +53,19 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the store is closed")]
     Closed,
+}
+
+/// An error with its causes, on one line: tokio-postgres says "error connecting to server" and
+/// keeps the why ("Connection refused") in its source.
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 impl From<rusqlite::Error> for StoreError {

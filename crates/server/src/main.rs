@@ -139,7 +139,10 @@ async fn run(mut settings: Settings, ready_file: Option<&Path>) -> anyhow::Resul
         true => Some(metrics::install(settings.metrics_token.clone())?),
         false => None,
     };
-    let store = Store::open(&settings.storage_dir)?;
+    let store = match &settings.store_url {
+        None => Store::open(&settings.storage_dir)?,
+        Some(url) => Store::open_postgres(url, &settings.storage_dir).context("store.url")?,
+    };
     // Events queue up from here (a recovered recording is one) until the outbox starts, once the
     // public URL is known.
     let (notifier, events) = match settings.notifications {

@@ -34,6 +34,8 @@ pub(crate) struct Settings {
     /// `None`: use (or generate) the stored pair.
     pub(crate) credentials: Option<(String, String)>,
     pub(crate) storage_dir: PathBuf,
+    /// `store.url`: the PostgreSQL database that holds the state; `None`: SQLite in `storage_dir`.
+    pub(crate) store_url: Option<String>,
     /// Below this much free space on the storage disk, recorders stop.
     pub(crate) archive_min_free_bytes: u64,
     /// At most one recording per stream started by codec configuration changes in this interval.
@@ -90,6 +92,7 @@ struct Raw {
     public: RawPublic,
     api: RawApi,
     storage: RawStorage,
+    store: RawStore,
     log: RawLog,
     metrics: RawMetrics,
     notifications: RawNotifications,
@@ -188,6 +191,11 @@ struct RawApi {
 #[derive(Deserialize)]
 struct RawStorage {
     dir: String,
+}
+
+#[derive(Deserialize)]
+struct RawStore {
+    url: String,
 }
 
 #[derive(Deserialize)]
@@ -328,6 +336,7 @@ impl Settings {
             cloud_name,
             credentials,
             storage_dir: PathBuf::from(raw.storage.dir),
+            store_url: store_url(&raw.store.url)?,
             archive_min_free_bytes: raw.archive.min_free_bytes,
             archive_min_recording_interval: seconds(
                 "archive.min_recording_interval_sec",
@@ -530,6 +539,19 @@ fn listen_addr(key: &str, value: &str) -> Result<SocketAddr, SettingsError> {
     })
 }
 
+/// `store.url`: empty for SQLite, else a PostgreSQL URL. The URL is not repeated in the message:
+/// it may hold a password. The rest of it is checked when the store connects.
+fn store_url(value: &str) -> Result<Option<String>, SettingsError> {
+    match value.trim() {
+        "" => Ok(None),
+        url if url.starts_with("postgres://") || url.starts_with("postgresql://") => Ok(Some(url.to_owned())),
+        _ => Err(SettingsError(
+            "store.url: use postgres://user:password@host:port/database, or leave it empty for SQLite in storage.dir"
+                .into(),
+        )),
+    }
+}
+
 fn base_url(key: &str, value: &str, schemes: &[&str]) -> Result<String, SettingsError> {
     let url = value.trim().trim_end_matches('/');
     let lower = url.to_ascii_lowercase();
@@ -614,6 +636,7 @@ mod tests {
         assert_eq!(s.cloud_name, "local");
         assert_eq!(s.credentials, None);
         assert_eq!(s.storage_dir, PathBuf::from("./data"));
+        assert_eq!(s.store_url, None, "SQLite unless told otherwise");
         let http = &s.http_limits;
         assert_eq!(http.header_timeout, Duration::from_secs(10));
         assert_eq!(http.keep_alive_timeout, Duration::from_secs(5));
@@ -669,7 +692,7 @@ mod tests {
     #[test]
     fn errors_name_the_key() {
         type Case<'a> = (Option<&'a str>, &'a [(&'a str, &'a str)], &'a str);
-        let cases: [Case<'_>; 21] = [
+        let cases: [Case<'_>; 22] = [
             (
                 None,
                 &[("OXCAST__RTMP__LISTEN", "nope")],
@@ -696,6 +719,11 @@ mod tests {
             (None, &[("OXCAST__API__CLOUD_NAME", "a/b")], "api.cloud_name"),
             (None, &[("OXCAST__API__KEY", "k")], "api.secret is empty"),
             (None, &[("OXCAST__STORAGE__DIR", " ")], "storage.dir is empty"),
+            (
+                None,
+                &[("OXCAST__STORE__URL", "mysql://u:secret@db/x")],
+                "store.url: use postgres://",
+            ),
             (
                 None,
                 &[("OXCAST__LOG__FILTER", "oxcast=loudly")],

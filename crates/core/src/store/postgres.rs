@@ -52,7 +52,10 @@ where
 impl Postgres {
     /// Connects to `url`, migrates the schema and marks every stream idle. Blocking.
     pub(super) fn connect(url: &str) -> Result<Postgres, StoreError> {
-        let mut config: tokio_postgres::Config = url.parse().map_err(|e| StoreError::Url(format!("{e}")))?;
+        let mut config: tokio_postgres::Config =
+            url.parse().map_err(|e| StoreError::Url(super::causes(&e)))?;
+        // Where, for messages: never the URL itself, which may hold a password.
+        let at = where_(&config);
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
@@ -77,7 +80,7 @@ impl Postgres {
                             }
                         }
                         Err(e) => {
-                            let _ = sent.send(Err(StoreError::Connect(e)));
+                            let _ = sent.send(Err(StoreError::Connect { at, error: e }));
                         }
                     }
                 });
@@ -651,6 +654,18 @@ async fn insert_output(
     )
     .await?;
     Ok(())
+}
+
+/// `host:port/database` of a connection's settings.
+fn where_(config: &tokio_postgres::Config) -> String {
+    use tokio_postgres::config::Host;
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(name)) => name.clone(),
+        Some(Host::Unix(path)) => path.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{port}/{}", config.get_dbname().unwrap_or("(the user's)"))
 }
 
 const SELECT_STREAM: &str = super::SELECT_STREAM;

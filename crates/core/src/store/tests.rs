@@ -482,10 +482,14 @@ fn an_unreachable_server_is_an_error_not_a_wait() {
         .unwrap()
         .port();
     let refused = Store::open_postgres(&format!("postgres://oxcast@127.0.0.1:{port}/oxcast"), dir.path());
-    assert!(
-        matches!(refused, Err(StoreError::Connect(_))),
-        "{:?}",
-        refused.err()
+    let refused = refused.err().unwrap();
+    assert!(matches!(refused, StoreError::Connect { .. }), "{refused:?}");
+    assert_eq!(
+        refused.to_string(),
+        format!(
+            "cannot connect to PostgreSQL at 127.0.0.1:{port}/oxcast: \
+             error connecting to server: Connection refused (os error 111)"
+        )
     );
     let bad = Store::open_postgres("postgres://[nonsense", dir.path());
     assert!(matches!(bad, Err(StoreError::Url(_))), "{:?}", bad.err());

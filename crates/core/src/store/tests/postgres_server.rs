@@ -2,8 +2,8 @@
 //! directory on a free loopback port. Shared by the store's unit tests and the end-to-end tests
 //! (which include this file by path); standard library and `tempfile` only.
 //!
-//! PostgreSQL refuses to run as root, and tests run as root: the server runs as the `postgres`
-//! user, under a small shell that stops it (SIGINT, by PID) and removes its directory when its
+//! PostgreSQL refuses to run as root, and tests run as root (CI): then the server runs as the
+//! `postgres` user (as the caller otherwise), under a small shell that stops it (SIGINT, by PID) and removes its directory when its
 //! standard input closes, that is when the server value is dropped or the test process ends,
 //! however it ends.
 
@@ -28,19 +28,19 @@ impl PostgresServer {
     /// with the server's log, when it cannot.
     pub fn start() -> PostgresServer {
         let bin = server_bin();
-        let (uid, gid) = (user_id("-u"), user_id("-g"));
+        let user = server_user();
         let dir = tempfile::Builder::new()
             .prefix("oxcast-pg")
             .tempdir()
             .expect("a temporary directory")
             .keep();
-        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("chown to postgres");
+        if let Some((uid, gid)) = user {
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("chown to postgres");
+        }
         let data = dir.join("data");
-        let init = Command::new(bin.join("initdb"))
+        let init = as_user(Command::new(bin.join("initdb")), user)
             .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "-D"])
             .arg(&data)
-            .uid(uid)
-            .gid(gid)
             .current_dir(&dir)
             .output()
             .expect("run initdb");
@@ -51,7 +51,7 @@ impl PostgresServer {
         );
         let port = free_port();
         let log = std::fs::File::create(dir.join("postgres.log")).expect("the server's log");
-        let watchdog = Command::new("sh")
+        let watchdog = as_user(Command::new("sh"), user)
             .arg("-c")
             .arg(
                 r#""$1/postgres" -D "$2/data" -p "$3" -k "$2" -c listen_addresses=127.0.0.1 & pg=$!
@@ -62,8 +62,6 @@ impl PostgresServer {
             .arg(&bin)
             .arg(&dir)
             .arg(port.to_string())
-            .uid(uid)
-            .gid(gid)
             .current_dir(&dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -120,6 +118,31 @@ impl PostgresServer {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+
+    /// The rows `sql` returns from database `name`, a line each, columns separated by `|`.
+    pub fn query(&self, name: &str, sql: &str) -> String {
+        let out = Command::new(self.bin.join("psql"))
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .args(["-d", name, "-c", sql])
+            .output()
+            .expect("run psql");
+        assert!(
+            out.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
 }
 
 impl Drop for PostgresServer {
@@ -156,12 +179,21 @@ fn server_bin() -> PathBuf {
     }
 }
 
-/// The `postgres` user's uid (`-u`) or gid (`-g`).
-fn user_id(which: &str) -> u32 {
-    let out = Command::new("id")
-        .args([which, "postgres"])
-        .output()
-        .expect("run id");
+/// Whom the server runs as: the `postgres` user's uid and gid when we are root, else ourselves.
+fn server_user() -> Option<(u32, u32)> {
+    (id(&["-u"]) == 0).then(|| (id(&["-u", "postgres"]), id(&["-g", "postgres"])))
+}
+
+fn as_user(mut command: Command, user: Option<(u32, u32)>) -> Command {
+    if let Some((uid, gid)) = user {
+        command.uid(uid).gid(gid);
+    }
+    command
+}
+
+/// `id ARGS`: a uid or gid.
+fn id(args: &[&str]) -> u32 {
+    let out = Command::new("id").args(args).output().expect("run id");
     assert!(
         out.status.success(),
         "no `postgres` user: `apt-get install postgresql` (scripts/test installs the tests' tools)"
