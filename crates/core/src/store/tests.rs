@@ -29,6 +29,14 @@ pub(super) fn event(id: &str, at: i64) -> NewDelivery {
 pub(super) struct Db {
     dir: tempfile::TempDir,
     url: Option<String>,
+    /// The PostgreSQL database's name.
+    name: String,
+}
+
+/// The test process's PostgreSQL server, started by the first test that needs it.
+fn server() -> &'static PostgresServer {
+    static SERVER: OnceLock<PostgresServer> = OnceLock::new();
+    SERVER.get_or_init(PostgresServer::start)
 }
 
 impl Db {
@@ -36,19 +44,19 @@ impl Db {
         Db {
             dir: tempfile::tempdir().unwrap(),
             url: None,
+            name: String::new(),
         }
     }
 
     /// A fresh database on the shared server.
     fn postgres() -> Db {
-        static SERVER: OnceLock<PostgresServer> = OnceLock::new();
         static NEXT: AtomicU32 = AtomicU32::new(0);
-        let server = SERVER.get_or_init(PostgresServer::start);
         let name = format!("store_test_{}", NEXT.fetch_add(1, Ordering::Relaxed));
-        server.create_database(&name);
+        server().create_database(&name);
         Db {
             dir: tempfile::tempdir().unwrap(),
-            url: Some(server.url(&name)),
+            url: Some(server().url(&name)),
+            name,
         }
     }
 
@@ -457,14 +465,7 @@ async fn an_existing_postgres_database_gains_the_outbox() {
 async fn a_newer_postgres_schema_is_refused() {
     let db = Db::postgres();
     db.open().close().unwrap();
-    let (client, connection) = tokio_postgres::connect(db.url.as_deref().unwrap(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client
-        .execute("UPDATE oxcast_schema SET version = 99", &[])
-        .await
-        .unwrap();
+    server().query(&db.name, "UPDATE oxcast_schema SET version = 99");
     let refused = Store::open_postgres(db.url.as_deref().unwrap(), db.dir.path());
     assert!(
         matches!(refused, Err(StoreError::NewerSchema { found: 99, .. })),
